@@ -1,0 +1,81 @@
+"""Optimisers.jl for Python: every optimisation rule as a fused, multi-threaded
+SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
+
+    state = optimisers.setup(optimisers.Adam(), model)     # once
+    state, model = optimisers.update_(state, model, grad)  # every step
+"""
+
+from ._core import get_num_threads, set_num_threads
+from .adjust import adjust, adjust_
+from .interface import Leaf, freeze_, setup, thaw_, update, update_
+from .keypath import KeyPath, getkeypath, haskeypath
+from .rules import (
+    AbstractRule,
+    AccumGrad,
+    AdaBelief,
+    AdaDelta,
+    AdaGrad,
+    AdaMax,
+    Adam,
+    AdamW,
+    AMSGrad,
+    ClipGrad,
+    ClipNorm,
+    Descent,
+    Lion,
+    MixedPrecision,
+    Momentum,
+    NAdam,
+    Nesterov,
+    OAdam,
+    OptimiserChain,
+    RAdam,
+    RMSProp,
+    Rprop,
+    SignDecay,
+    WeightDecay,
+)
+from .tree import register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AMSGrad",
+    "AbstractRule",
+    "AccumGrad",
+    "AdaBelief",
+    "AdaDelta",
+    "AdaGrad",
+    "AdaMax",
+    "Adam",
+    "AdamW",
+    "ClipGrad",
+    "ClipNorm",
+    "Descent",
+    "KeyPath",
+    "Leaf",
+    "Lion",
+    "MixedPrecision",
+    "Momentum",
+    "NAdam",
+    "Nesterov",
+    "OAdam",
+    "OptimiserChain",
+    "RAdam",
+    "RMSProp",
+    "Rprop",
+    "SignDecay",
+    "WeightDecay",
+    "adjust",
+    "adjust_",
+    "freeze_",
+    "get_num_threads",
+    "getkeypath",
+    "haskeypath",
+    "register",
+    "set_num_threads",
+    "setup",
+    "thaw_",
+    "update",
+    "update_",
+]

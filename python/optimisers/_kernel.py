@@ -1,0 +1,169 @@
+"""Turning leaves into kernel jobs, running them in one call, and finishing up.
+
+The kernel wants, per leaf, C-contiguous float32 or float64 buffers that do not
+overlap: the parameter, the gradient, the rule's state arrays. Most leaves are
+already like that and go in as they are. The rest are staged here:
+
+- float16 leaves run in float32 copies (hyper-parameters still rounded to
+  float16) and are rounded back;
+- parameters that are not C-contiguous, or not writeable, run in a copy that
+  is written back, or returned as the new parameter when it cannot be written;
+- ``MixedPrecision`` runs its rule on its own high-precision copy ``xT``, then
+  copies ``xT`` into the parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _core
+from .rules import MixedPrecision, _is_builtin
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_KERNEL_DTYPES = (_F32, _F64)
+
+
+def runs_in_kernel(rule: Any, dtype: np.dtype) -> bool:
+    """Whether a leaf with this rule and dtype is a kernel job (else Python runs it)."""
+    if isinstance(rule, MixedPrecision):
+        return _is_builtin(rule.rule) and runs_in_kernel(rule.rule, np.dtype(rule.dtype))
+    return _is_builtin(rule) and (dtype in _KERNEL_DTYPES or dtype == np.float16)
+
+
+def check_dtype(dtype: np.dtype, rule: Any) -> str | None:
+    """Why a parameter of this dtype cannot be optimised by this rule, if it cannot."""
+    if isinstance(rule, MixedPrecision) or not _is_builtin(rule):
+        return None
+    if dtype in _KERNEL_DTYPES or dtype == np.float16:
+        return None
+    return (
+        f"no kernel for parameters of dtype {dtype}; "
+        f"wrap the rule as MixedPrecision(numpy.float64, rule) to train them"
+    )
+
+
+@dataclass
+class Job:
+    """One leaf prepared for the kernel, with what must happen after it ran."""
+
+    args: tuple
+    program: Any
+    arrays: list[np.ndarray]
+    # Called after the kernel, in order; each may replace `result`.
+    after: list[Callable[[], None]] = field(default_factory=list)
+    result: np.ndarray | None = None
+
+
+def _buffer(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`a` itself if the kernel can write it, else a C-contiguous copy in `dtype`."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def prepare(rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool = False) -> Job:
+    """The kernel job for one leaf. `grad` has x's dtype and shape and does not
+    overlap `x`. After the kernel and `finish`, `job.result` is the new
+    parameter (or, with `want_update`, the update, or None if it was held)."""
+    if isinstance(rule, MixedPrecision):
+        return _prepare_mixed(rule, state, x, grad, want_update)
+    dtype = x.dtype
+    work = _F32 if dtype == np.float16 else dtype
+    xbuf = _buffer(x, work)
+    gbuf = grad if grad.dtype == work and grad.flags.c_contiguous else np.ascontiguousarray(grad, dtype=work)
+    arrays = rule._arrays(state)
+    bufs = [_buffer(a, work) for a in arrays]
+    update = np.empty(x.shape, dtype=work) if want_update else None
+    program = rule._program(dtype)
+    job = Job((program, xbuf, gbuf, bufs, rule._per_leaf(state), update), program, arrays)
+    for a, b in zip(arrays, bufs):
+        if a is not b:
+            job.after.append(lambda a=a, b=b: np.copyto(a, b, casting="unsafe"))
+    if want_update:
+        job.result = update if dtype == work else None
+        if dtype != work:
+            job.after.append(lambda: setattr(job, "result", update.astype(dtype)))
+    elif xbuf is x:
+        job.result = x
+    elif x.flags.writeable:
+        job.result = x
+        job.after.append(lambda: np.copyto(x, xbuf, casting="unsafe"))
+    else:
+        job.result = xbuf if dtype == work else None
+        if dtype != work:
+            job.after.append(lambda: setattr(job, "result", xbuf.astype(dtype)))
+    return job
+
+
+def _prepare_mixed(rule: MixedPrecision, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool) -> Job:
+    xT, inner_state = state
+    high = np.dtype(rule.dtype)
+    job = prepare(rule.rule, inner_state, xT, grad.astype(high), want_update=False)
+    # The kernel wrote into xT itself (it is ours, C-contiguous): keep it as the state.
+    assert job.result is xT or job.result is not None
+
+    def finish() -> None:
+        new_xT = job.result
+        if new_xT is not xT:
+            np.copyto(xT, new_xT, casting="unsafe")
+        if want_update:
+            job.result = (x - xT.astype(x.dtype)).astype(x.dtype)
+        elif x.flags.writeable:
+            np.copyto(x, xT, casting="unsafe")
+            job.result = x
+        else:
+            job.result = xT.astype(x.dtype)
+
+    job.after.append(finish)
+    return job
+
+
+def run(jobs: list[Job]) -> int | None:
+    """Run every job in one kernel call, then finish them. On a failing norm,
+    roll back the state the kernel may have advanced and re-raise with the job's
+    index as `error.args[0]`."""
+    snapshots = []
+    for j in jobs:
+        keep = j.program.states_before_last_norm
+        if keep:
+            snapshots.append([(b, b.copy()) for b in j.args[3][:keep]])
+    try:
+        _core.step([j.args for j in jobs])
+    except _core.NonFiniteNormError:
+        for snap in snapshots:
+            for b, saved in snap:
+                np.copyto(b, saved)
+        raise
+    for j in jobs:
+        for f in j.after:
+            f()
+    return None
+
+
+def apply_builtin(rule: Any, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any]:
+    """`rule.apply` for a built-in rule: one kernel job with an update buffer."""
+    from .interface import _as_gradient
+
+    x = np.asarray(x)
+    grad = _as_gradient(dx, x, "apply")
+    job = prepare(rule, state, x, grad, want_update=True)
+    run([job])
+    new_state, through = rule._advance(state)
+    return new_state, (job.result if through else None)
+
+
+def apply_mixed(rule: MixedPrecision, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any]:
+    """`MixedPrecision.apply`: the rule runs on ``xT``; the update is ``x - xT``."""
+    from .interface import _as_gradient
+
+    xT, inner_state = state
+    high = np.dtype(rule.dtype)
+    grad = _as_gradient(dx, x, "apply").astype(high)
+    inner_state, update = rule.rule.apply(inner_state, xT, grad)
+    if update is not None:
+        np.subtract(xT, update, out=xT, casting="unsafe")
+    return (xT, inner_state), (np.asarray(x) - xT.astype(x.dtype)).astype(x.dtype)

@@ -1,0 +1,387 @@
+"""``setup``, ``update``, ``update_``, ``Leaf``, ``freeze_`` and ``thaw_``.
+
+One step is two walks. The first goes over state, model and gradient together,
+checks every gradient and sums the gradients of tied parameters, and writes
+nothing. The second runs every kernel leaf in one call into Rust, then the
+leaves whose rules are Python, then rebuilds the model where an array could not
+be written in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _core, _kernel, tree
+from .keypath import KeyPath
+from .rules import AbstractRule
+
+__all__ = ["Leaf", "freeze_", "setup", "thaw_", "update", "update_"]
+
+
+class Leaf:
+    """The optimiser state of one parameter: its ``rule``, its ``state``, and
+    whether it is ``frozen``. Mutable; the same ``Leaf`` at several places of a
+    state tree means the parameter there is one and the same (a tie)."""
+
+    __slots__ = ("frozen", "rule", "state")
+
+    def __init__(self, rule: AbstractRule, state: Any, frozen: bool = False) -> None:
+        self.rule = rule
+        self.state = state
+        self.frozen = bool(frozen)
+
+    def __repr__(self) -> str:
+        frozen = ", frozen=True" if self.frozen else ""
+        return f"Leaf({self.rule!r}, {_show_state(self.state)}{frozen})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Leaf):
+            return NotImplemented
+        return (
+            self.rule == other.rule
+            and self.frozen == other.frozen
+            and _state_equal(self.state, other.state)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Leaf, (self.rule, self.state, self.frozen))
+
+
+def _show_state(state: Any) -> str:
+    if isinstance(state, tuple):
+        inner = ", ".join(_show_state(s) for s in state)
+        return f"({inner}{',' if len(state) == 1 else ''})"
+    if isinstance(state, np.ndarray):
+        return np.array2string(state, separator=", ", threshold=8, edgeitems=2)
+    if isinstance(state, np.generic):
+        return repr(state.item())
+    return repr(state)
+
+
+def _state_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.shape == b.shape
+            and bool(np.array_equal(a, b))
+        )
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+# ---------------------------------------------------------------------------
+# setup
+
+
+def setup(rule: AbstractRule, model: Any) -> Any:
+    """The state tree for training ``model`` with ``rule``: the model's shape,
+    with a ``Leaf`` for each trainable array (one shared ``Leaf`` per tied
+    array) and ``None`` elsewhere."""
+    if not isinstance(rule, AbstractRule):
+        raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
+    cache: dict[int, Leaf] = {}
+    state = _setup(rule, model, cache, KeyPath())
+    if not cache:
+        warnings.warn("setup found no trainable parameters in this model", UserWarning, stacklevel=2)
+    return state
+
+
+def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) -> Any:
+    if tree.is_parameter(x):
+        if id(x) in cache:
+            return cache[id(x)]
+        problem = _kernel.check_dtype(x.dtype, rule)
+        if problem is None and x.dtype.kind == "c" and _is_builtin_any(rule):
+            problem = f"complex parameters are not supported by {type(rule).__name__}"
+        if problem is not None:
+            raise TypeError(f"parameter at {path!r} has dtype {x.dtype}: {problem}")
+        leaf = cache[id(x)] = Leaf(rule, rule.init(x))
+        return leaf
+    if not tree.is_container(x):
+        return None
+    return tree.map_like(
+        x, lambda k, c, trainable: _setup(rule, c, cache, path.child(k)) if trainable else None
+    )
+
+
+def _is_builtin_any(rule: AbstractRule) -> bool:
+    from .rules import MixedPrecision, _is_builtin
+
+    return _is_builtin(rule) or isinstance(rule, MixedPrecision)
+
+
+# ---------------------------------------------------------------------------
+# Checking gradients
+
+
+def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
+    """``g`` as an array of ``x``'s dtype and shape that does not overlap ``x``,
+    or a clear error naming ``path``."""
+    where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
+    if isinstance(g, np.ndarray):
+        arr = g
+    elif isinstance(g, (numbers.Number, np.generic, list, tuple)):
+        try:
+            arr = np.asarray(g)
+        except ValueError as e:
+            raise ValueError(f"gradient {where} is not a regular array: {e}") from None
+    else:
+        raise TypeError(f"gradient {where} must be an array of numbers, got {type(g).__name__}")
+    kind = arr.dtype.kind
+    if kind == "c" and x.dtype.kind != "c":
+        raise TypeError(f"gradient {where} is complex ({arr.dtype}) but the parameter is {x.dtype}")
+    if kind not in "biufc":
+        raise TypeError(f"gradient {where} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != x.shape:
+        raise ValueError(f"gradient {where} has shape {arr.shape}, but the parameter has shape {x.shape}")
+    if arr.dtype != x.dtype or not arr.flags.c_contiguous:
+        return np.ascontiguousarray(arr, dtype=x.dtype)
+    if np.may_share_memory(arr, x):
+        return arr.copy()
+    return arr
+
+
+@dataclass
+class _Entry:
+    leaf: Leaf
+    x: np.ndarray
+    grad: np.ndarray
+    path: KeyPath
+    owns_grad: bool = False
+
+
+def _children_of_grad(grad: Any, model: Any, path: KeyPath) -> Any:
+    """A function from a model child's key to its gradient (None when absent)."""
+    if isinstance(grad, Mapping):
+        return lambda k: grad.get(k)
+    if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
+        if not isinstance(grad, (list, tuple)):
+            raise TypeError(
+                f"gradient at {path!r} should be a {type(model).__name__} like the model, "
+                f"got {type(grad).__name__}"
+            )
+        if len(grad) != len(model):
+            raise ValueError(
+                f"gradient at {path!r} has {len(grad)} entries, the model has {len(model)}"
+            )
+        return lambda k: grad[k]
+    if tree._is_namedtuple(model) and isinstance(grad, tuple) and not tree._is_namedtuple(grad):
+        if len(grad) != len(model):
+            raise ValueError(
+                f"gradient at {path!r} has {len(grad)} entries, the model has {len(model)}"
+            )
+        index = {f: i for i, f in enumerate(type(model)._fields)}
+        return lambda k: grad[index[k]]
+    if isinstance(grad, (np.ndarray, numbers.Number, str, bytes, list, tuple)):
+        raise TypeError(
+            f"gradient at {path!r} should mirror a {type(model).__name__}, got {type(grad).__name__}"
+        )
+    return lambda k: getattr(grad, k, None)
+
+
+def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int, _Entry]) -> None:
+    if state is None or grad is None:
+        return
+    if isinstance(state, Leaf):
+        if not tree.is_parameter(model):
+            raise TypeError(f"the state tree has a Leaf at {path!r} but the model has {type(model).__name__}")
+        g = _as_gradient(grad, model, path)
+        entry = entries.get(id(state))
+        if entry is None:
+            entries[id(state)] = _Entry(state, model, g, path)
+        elif entry.owns_grad:
+            entry.grad += g
+        else:
+            entry.grad, entry.owns_grad = entry.grad + g, True
+        return
+    kids = tree.children(model)
+    if kids is None:
+        raise TypeError(f"the state tree at {path!r} does not match the model ({type(model).__name__})")
+    grad_of = _children_of_grad(grad, model, path)
+    for key, child in kids:
+        try:
+            child_state = tree.child(state, key)
+        except (KeyError, IndexError, AttributeError):
+            raise ValueError(f"the state tree has nothing at {path.child(key)!r}; was it set up for this model?") from None
+        if child_state is None:
+            continue
+        _collect(child_state, child, grad_of(key), path.child(key), entries)
+
+
+# ---------------------------------------------------------------------------
+# update_ and update
+
+
+def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
+    """One optimisation step, writing into the model's and the state's arrays.
+
+    Returns ``(state, model)``: the same objects, except that a parameter that
+    cannot be written (read-only) is replaced by a new array in a rebuilt model.
+    """
+    entries: dict[int, _Entry] = {}
+    _collect(state, model, grad, KeyPath(), entries)
+    live = [e for e in entries.values() if not e.leaf.frozen]
+
+    kernel_jobs, kernel_entries, python_entries = [], [], []
+    for e in live:
+        if _kernel.runs_in_kernel(e.leaf.rule, e.x.dtype):
+            kernel_jobs.append(_kernel.prepare(e.leaf.rule, e.leaf.state, e.x, e.grad))
+            kernel_entries.append(e)
+        else:
+            python_entries.append(e)
+
+    replaced: dict[int, np.ndarray] = {}
+    if kernel_jobs:
+        try:
+            _kernel.run(kernel_jobs)
+        except _core.NonFiniteNormError as err:
+            job, p, norm = err.args
+            where = kernel_entries[job].path
+            raise ValueError(f"gradient at {where!r} has {p}-norm {norm} (ClipNorm with throw=True)") from None
+        for e, job in zip(kernel_entries, kernel_jobs):
+            e.leaf.state = e.leaf.rule._advance(e.leaf.state)[0]
+            if job.result is not e.x:
+                replaced[id(e.x)] = job.result
+
+    for e in python_entries:
+        e.leaf.state, update = e.leaf.rule.apply(e.leaf.state, e.x, e.grad)
+        if update is not None:
+            new = _subtract(e.x, update, e.path)
+            if new is not e.x:
+                replaced[id(e.x)] = new
+
+    if replaced:
+        model = _replace_arrays(model, replaced)
+    return state, model
+
+
+def _subtract(x: np.ndarray, update: Any, path: KeyPath) -> np.ndarray:
+    update = np.asarray(update)
+    if x.flags.writeable:
+        try:
+            np.subtract(x, update, out=x, casting="unsafe")
+            return x
+        except ValueError as e:
+            raise ValueError(f"the update at {path!r} does not fit the parameter: {e}") from None
+    return np.asarray(x - update).astype(x.dtype, copy=False)
+
+
+def _replace_arrays(x: Any, replaced: dict[int, np.ndarray]) -> Any:
+    if isinstance(x, np.ndarray):
+        return replaced.get(id(x), x)
+    kids = tree.children(x)
+    if kids is None:
+        return x
+    new = {}
+    for k, c in kids:
+        c2 = _replace_arrays(c, replaced)
+        if c2 is not c:
+            new[k] = c2
+    return tree.rebuild(x, new)
+
+
+def update(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
+    """One optimisation step, returning ``(new_state, new_model)``; neither
+    input is changed. Tied parameters stay tied in the new model."""
+    arrays: dict[int, np.ndarray] = {}
+    leaves: dict[int, Leaf] = {}
+    new_state = _copy_state_tree(state, leaves)
+    new_model = _copy_parameters(state, model, arrays)
+    return update_(new_state, new_model, grad)
+
+
+def _copy_state(s: Any) -> Any:
+    if isinstance(s, np.ndarray):
+        return s.copy()
+    if isinstance(s, tuple) and not tree._is_namedtuple(s):
+        return tuple(_copy_state(v) for v in s)
+    if isinstance(s, (numbers.Number, np.generic, str, type(None))):
+        return s
+    return copy.deepcopy(s)
+
+
+def _copy_state_tree(state: Any, leaves: dict[int, Leaf]) -> Any:
+    if isinstance(state, Leaf):
+        if id(state) not in leaves:
+            leaves[id(state)] = Leaf(state.rule, _copy_state(state.state), state.frozen)
+        return leaves[id(state)]
+    kids = tree.children(state)
+    if kids is None:
+        return state
+    new = {}
+    for k, c in kids:
+        c2 = _copy_state_tree(c, leaves)
+        if c2 is not c:
+            new[k] = c2
+    return tree.rebuild(state, new)
+
+
+def _copy_parameters(state: Any, model: Any, arrays: dict[int, np.ndarray]) -> Any:
+    """The model with every array that has a ``Leaf`` copied (ties kept)."""
+    if state is None:
+        return model
+    if isinstance(state, Leaf):
+        if not isinstance(model, np.ndarray):
+            return model
+        if id(model) not in arrays:
+            arrays[id(model)] = model.copy()
+        return arrays[id(model)]
+    kids = tree.children(model)
+    if kids is None:
+        return model
+    new = {}
+    for k, c in kids:
+        try:
+            s = tree.child(state, k)
+        except (KeyError, IndexError, AttributeError):
+            continue
+        c2 = _copy_parameters(s, c, arrays)
+        if c2 is not c:
+            new[k] = c2
+    return tree.rebuild(model, new)
+
+
+# ---------------------------------------------------------------------------
+# freeze_ / thaw_
+
+
+class ArgumentError(TypeError, ValueError):
+    """A call was given the wrong kind of argument (a model for a state tree,
+    an unknown field)."""
+
+
+def _set_frozen(tree_: Any, frozen: bool, name: str) -> None:
+    if isinstance(tree_, Leaf):
+        tree_.frozen = frozen
+        return
+    if isinstance(tree_, (np.ndarray, numbers.Number, np.generic)):
+        raise ArgumentError(
+            f"{name} must not be applied to a model, only to the state tree from setup "
+            f"(got {type(tree_).__name__})"
+        )
+    kids = tree.children(tree_)
+    if kids is None:
+        return
+    for _, c in kids:
+        _set_frozen(c, frozen, name)
+
+
+def freeze_(tree_: Any) -> None:
+    """Mark every ``Leaf`` under ``tree_`` frozen: not updated, state not advanced."""
+    _set_frozen(tree_, True, "freeze_")
+
+
+def thaw_(tree_: Any) -> None:
+    """Undo :func:`freeze_` for every ``Leaf`` under ``tree_``."""
+    _set_frozen(tree_, False, "thaw_")

@@ -1,0 +1,712 @@
+"""The optimisation rules of Optimisers.jl.
+
+A rule is an immutable value: its hyper-parameters, declared once as a field
+spec (names, defaults, validation), from which the constructor, ``repr``,
+``==``, hashing and pickling all follow. Each built-in rule also says how the
+Rust kernel runs it: the kernel steps with hyper-parameters rounded to the
+array's dtype (``_kernel``), its state (``init``), which state arrays and
+per-leaf scalars the kernel reads (``_arrays``, ``_per_leaf``), and how the
+per-leaf scalars move after a step (``_advance``). The formulas themselves live
+in ``rust/kernels/src/rules/``, one file per rule.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "AbstractRule",
+    "AccumGrad",
+    "AdaBelief",
+    "AdaDelta",
+    "AdaGrad",
+    "AdaMax",
+    "Adam",
+    "AdamW",
+    "AMSGrad",
+    "ClipGrad",
+    "ClipNorm",
+    "Descent",
+    "Lion",
+    "MixedPrecision",
+    "Momentum",
+    "NAdam",
+    "Nesterov",
+    "OAdam",
+    "OptimiserChain",
+    "RAdam",
+    "RMSProp",
+    "Rprop",
+    "SignDecay",
+    "WeightDecay",
+]
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class AbstractRule:
+    """Base class of every rule.
+
+    A custom rule defines ``init(x)``, returning its initial state for the array
+    ``x``, and ``apply(state, x, dx)``, returning ``(new_state, update)``; the
+    parameter then becomes ``x - update`` (or stays as it is if ``update`` is
+    ``None``). ``apply`` may mutate its own state arrays.
+    """
+
+    def init(self, x: np.ndarray) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define init(x)")
+
+    def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must define apply(state, x, dx)")
+
+
+# ---------------------------------------------------------------------------
+# Field specs: one declaration gives constructor, validation, repr, ==, pickling.
+
+
+def _real(rule: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{rule}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _nonneg(rule: str, name: str, value: Any) -> float:
+    value = _real(rule, name, value)
+    if value < 0:
+        what = "the learning rate" if name == "eta" else name
+        raise ValueError(f"{rule}: {what} cannot be negative, got {value}")
+    return value
+
+
+def _pair(rule: str, name: str, value: Any) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{rule}: {name} must be a pair of real numbers, got {value!r}")
+    return (_real(rule, name, value[0]), _real(rule, name, value[1]))
+
+
+def _flag(rule: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{rule}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class Field(NamedTuple):
+    name: str
+    default: Any
+    check: Callable[[str, str, Any], Any]
+    keyword_only: bool = False
+
+
+_NO_DEFAULT = object()
+
+
+class _Rule(AbstractRule):
+    """A built-in rule: fields from ``_fields``, frozen after construction."""
+
+    _fields: ClassVar[tuple[Field, ...]] = ()
+    _aliases: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        name = type(self).__name__
+        for alias, field in self._aliases.items():
+            if alias in kwargs:  # either spelling; both given means either is set
+                value = kwargs.pop(alias)
+                kwargs[field] = kwargs[field] | value if field in kwargs else value
+        positional = [f for f in self._fields if not f.keyword_only]
+        if len(args) > len(positional):
+            raise TypeError(f"{name} takes at most {len(positional)} positional arguments")
+        values = dict(zip((f.name for f in positional), args))
+        for key, value in kwargs.items():
+            if key in values:
+                raise TypeError(f"{name} got {key!r} twice")
+            if key not in self._field_names():
+                raise TypeError(f"{name} has no field {key!r}; its fields are {self._field_names()}")
+            values[key] = value
+        for field in self._fields:
+            value = values.get(field.name, field.default)
+            if value is _NO_DEFAULT:
+                raise TypeError(f"{name} needs {field.name!r}")
+            object.__setattr__(self, field.name, field.check(name, field.name, value))
+        object.__setattr__(self, "_programs", {})
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in cls._fields)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in self._field_names())
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(
+            f"{type(self).__name__} is immutable; use optimisers.adjust to change {key!r}"
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._field_names())
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._values()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), dict(zip(self._field_names(), self._values()))))
+
+    def _replace(self, **fields: Any) -> _Rule:
+        values = dict(zip(self._field_names(), self._values()))
+        values.update(fields)
+        return type(self)(**values)
+
+    # --- how the kernel runs this rule -------------------------------------
+
+    def _kernel(self, dtype: np.dtype) -> list[tuple[str, tuple[float, ...]]]:
+        raise NotImplementedError
+
+    def _arrays(self, state: Any) -> list[np.ndarray]:
+        return []
+
+    def _per_leaf(self, state: Any) -> list[float]:
+        return []
+
+    def _advance(self, state: Any) -> tuple[Any, bool]:
+        """The state after a kernel step (per-leaf scalars moved on), and whether
+        the update went through (``False`` when an ``AccumGrad`` held it)."""
+        return state, True
+
+    def _program(self, dtype: np.dtype) -> _core.Program:
+        programs = self.__dict__["_programs"]
+        program = programs.get(dtype)
+        if program is None:
+            program = programs[dtype] = _core.Program(self._kernel(dtype))
+        return program
+
+    def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
+        """One step of this rule on one array, through the kernel.
+
+        Returns ``(new_state, update)``; the state arrays are advanced in place.
+        """
+        from ._kernel import apply_builtin
+
+        return apply_builtin(self, state, x, dx)
+
+
+def _rebuild(cls: type, fields: dict[str, Any]) -> Any:
+    return cls(**fields)
+
+
+# ---------------------------------------------------------------------------
+# Scalars in the array's dtype, as Julia's `T(x)` and `_eps(T, x)`.
+
+
+def _cast(dtype: np.dtype, value: float) -> float:
+    return float(np.dtype(dtype).type(value))
+
+
+def _eps(dtype: np.dtype, value: float) -> float:
+    """Julia's ``_eps``: epsilon in the array's type, at least ``float16(1e-7)``
+    for float16 unless it is zero."""
+    if np.dtype(dtype) == np.float16 and value != 0:
+        return float(max(np.float16(1e-7), np.float16(value)))
+    return _cast(dtype, value)
+
+
+def _scalar(dtype: np.dtype, value: float) -> np.generic:
+    return np.dtype(dtype).type(value)
+
+
+def _zeros(x: np.ndarray) -> np.ndarray:
+    return np.zeros(x.shape, dtype=x.dtype)
+
+
+def _full(x: np.ndarray, value: float) -> np.ndarray:
+    return np.full(x.shape, value, dtype=x.dtype)
+
+
+_eta = Field("eta", 0.001, _nonneg)
+_beta = Field("beta", (0.9, 0.999), _pair)
+_epsilon = Field("epsilon", 1e-8, _real)
+
+
+# ---------------------------------------------------------------------------
+# Rules without state.
+
+
+class Descent(_Rule):
+    """Gradient descent with learning rate η (``eta``): ``x -= η * dx``."""
+
+    _fields = (Field("eta", 0.1, _nonneg),)
+
+    def init(self, x: np.ndarray) -> None:
+        return None
+
+    def _kernel(self, dtype):
+        return [("Descent", (_cast(dtype, self.eta),))]
+
+
+class WeightDecay(_Rule):
+    """L2 regularisation with strength λ (``lambda_``): adds ``λ * x`` to the gradient."""
+
+    _fields = (Field("lambda_", 5e-4, _real),)
+
+    def init(self, x: np.ndarray) -> None:
+        return None
+
+    def _kernel(self, dtype):
+        return [("WeightDecay", (_cast(dtype, self.lambda_),))]
+
+
+class SignDecay(_Rule):
+    """L1 regularisation with strength λ (``lambda_``): adds ``λ * sign(x)`` to the gradient."""
+
+    _fields = (Field("lambda_", 1e-3, _real),)
+
+    def init(self, x: np.ndarray) -> None:
+        return None
+
+    def _kernel(self, dtype):
+        return [("SignDecay", (_cast(dtype, self.lambda_),))]
+
+
+class ClipGrad(_Rule):
+    """Clamps every gradient component to ``[-δ, δ]`` (δ is ``delta``)."""
+
+    _fields = (Field("delta", 10.0, _real),)
+
+    def init(self, x: np.ndarray) -> None:
+        return None
+
+    def _kernel(self, dtype):
+        return [("ClipGrad", (_cast(dtype, self.delta),))]
+
+
+class ClipNorm(_Rule):
+    """Scales a gradient array whose ``p``-norm exceeds ω (``omega``) down to ω.
+
+    ``p`` may be any real, including 0 (count of non-zeros) and ±inf. With
+    ``throw=True`` an infinite or NaN norm raises ``ValueError``.
+    """
+
+    _fields = (
+        Field("omega", 10.0, _real),
+        Field("p", 2.0, _real),
+        Field("throw", True, _flag, keyword_only=True),
+    )
+
+    def init(self, x: np.ndarray) -> None:
+        return None
+
+    def _kernel(self, dtype):
+        # ω and p stay in float64, as Julia keeps them; the factor is rounded to T.
+        return [("ClipNorm", (self.omega, self.p, float(self.throw)))]
+
+
+# ---------------------------------------------------------------------------
+# Momentum-style rules.
+
+
+class Momentum(_Rule):
+    """Gradient descent with learning rate η (``eta``) and momentum ρ (``rho``)."""
+
+    _fields = (Field("eta", 0.01, _nonneg), Field("rho", 0.9, _real))
+
+    def init(self, x):
+        return _zeros(x)
+
+    def _kernel(self, dtype):
+        return [("Momentum", (_cast(dtype, self.eta), _cast(dtype, self.rho)))]
+
+    def _arrays(self, state):
+        return [state]
+
+
+class Nesterov(_Rule):
+    """Gradient descent with learning rate η (``eta``) and Nesterov momentum ρ (``rho``)."""
+
+    _fields = (Field("eta", 0.001, _nonneg), Field("rho", 0.9, _real))
+
+    def init(self, x):
+        return _zeros(x)
+
+    def _kernel(self, dtype):
+        return [("Nesterov", (_cast(dtype, self.eta), _cast(dtype, self.rho)))]
+
+    def _arrays(self, state):
+        return [state]
+
+
+class Rprop(_Rule):
+    """Rprop: per-element step sizes from η (``eta``), scaled by ℓ (``ell``) and
+    bounded by Γ (``gamma``), stepping by the sign of the gradient."""
+
+    _fields = (
+        Field("eta", 1e-3, _nonneg),
+        Field("ell", (0.5, 1.2), _pair),
+        Field("gamma", (1e-6, 50.0), _pair),
+    )
+
+    def init(self, x):
+        return (_zeros(x), _full(x, _cast(x.dtype, self.eta)))
+
+    def _kernel(self, dtype):
+        values = (self.eta, *self.ell, *self.gamma)
+        return [("Rprop", tuple(_cast(dtype, v) for v in values))]
+
+    def _arrays(self, state):
+        return list(state)
+
+
+class RMSProp(_Rule):
+    """RMSProp with learning rate η (``eta``), decay ρ (``rho``) and ϵ (``epsilon``);
+    ``centred=True`` (or ``centered``) normalises by the variance instead."""
+
+    _fields = (
+        Field("eta", 0.001, _nonneg),
+        Field("rho", 0.9, _real),
+        _epsilon,
+        Field("centred", False, _flag, keyword_only=True),
+    )
+    _aliases = {"centered": "centred"}
+
+    def init(self, x):
+        return (_zeros(x), _zeros(x) if self.centred else False)
+
+    def _kernel(self, dtype):
+        kind = "RMSPropCentred" if self.centred else "RMSProp"
+        return [(kind, (_cast(dtype, self.eta), _cast(dtype, self.rho), _eps(dtype, self.epsilon)))]
+
+    def _arrays(self, state):
+        return list(state) if self.centred else [state[0]]
+
+
+# ---------------------------------------------------------------------------
+# The Adam family: moments (m, v) and per-leaf powers βᵗ.
+
+
+class _Moments(_Rule):
+    """A rule whose state is ``(m, v, (β₁ᵗ, β₂ᵗ))``."""
+
+    _kernel_name: ClassVar[str]
+    _fields = (_eta, _beta, _epsilon)
+
+    def init(self, x):
+        b1, b2 = self.beta
+        return (_zeros(x), _zeros(x), (_scalar(x.dtype, b1), _scalar(x.dtype, b2)))
+
+    def _hyper(self, dtype):
+        return (_cast(dtype, self.eta), *(_cast(dtype, b) for b in self.beta), _eps(dtype, self.epsilon))
+
+    def _kernel(self, dtype):
+        return [(self._kernel_name, self._hyper(dtype))]
+
+    def _arrays(self, state):
+        return [state[0], state[1]]
+
+    def _per_leaf(self, state):
+        return [float(state[2][0]), float(state[2][1])]
+
+    def _advance(self, state):
+        b1t, b2t = state[2]
+        powers = (b1t * type(b1t)(self.beta[0]), b2t * type(b2t)(self.beta[1]))
+        return (*state[:2], powers, *state[3:]), True
+
+
+class Adam(_Moments):
+    """Adam with learning rate η (``eta``), moment decays β (``beta``) and ϵ (``epsilon``)."""
+
+    _kernel_name = "Adam"
+
+
+class AdaMax(_Moments):
+    """AdaMax, Adam with the ∞-norm: η (``eta``), β (``beta``), ϵ (``epsilon``)."""
+
+    _kernel_name = "AdaMax"
+
+
+class NAdam(_Moments):
+    """NAdam, Adam with Nesterov momentum: η (``eta``), β (``beta``), ϵ (``epsilon``)."""
+
+    _kernel_name = "NAdam"
+
+
+class AdaBelief(_Moments):
+    """AdaBelief: η (``eta``), β (``beta``), ϵ (``epsilon``, default 1e-16)."""
+
+    _kernel_name = "AdaBelief"
+    _fields = (_eta, _beta, Field("epsilon", 1e-16, _real))
+
+
+class RAdam(_Moments):
+    """Rectified Adam: η (``eta``), β (``beta``), ϵ (``epsilon``).
+    State ``(m, v, (β₁ᵗ, β₂ᵗ), t)``."""
+
+    _kernel_name = "RAdam"
+
+    def init(self, x):
+        return (*super().init(x), 1)
+
+    def _per_leaf(self, state):
+        return [*super()._per_leaf(state), float(state[3])]
+
+    def _advance(self, state):
+        moved, _ = super()._advance(state)
+        return (*moved[:3], state[3] + 1), True
+
+
+class OAdam(_Moments):
+    """Optimistic Adam: η (``eta``), β (``beta``, default (0.5, 0.9)), ϵ (``epsilon``).
+    State ``(m, v, (β₁ᵗ, β₂ᵗ), term)``."""
+
+    _kernel_name = "OAdam"
+    _fields = (_eta, Field("beta", (0.5, 0.9), _pair), _epsilon)
+
+    def init(self, x):
+        return (*super().init(x), _zeros(x))
+
+    def _arrays(self, state):
+        return [state[0], state[1], state[3]]
+
+
+class AdamW(_Moments):
+    """Adam with weight decay λ (``lambda_``): coupled to η (``couple=True``, as
+    PyTorch's AdamW: ``η (a + λ x)``) or not (``η a + λ x``)."""
+
+    _kernel_name = "AdamW"
+    _fields = (
+        _eta,
+        _beta,
+        Field("lambda_", 0.0, _real),
+        _epsilon,
+        Field("couple", True, _flag, keyword_only=True),
+    )
+
+    def _hyper(self, dtype):
+        # AdamW rounds ϵ plainly, without the float16 floor.
+        eta, b1, b2 = (_cast(dtype, v) for v in (self.eta, *self.beta))
+        flags = (_cast(dtype, self.epsilon), _cast(dtype, self.lambda_), float(self.couple))
+        return (eta, b1, b2, *flags)
+
+
+class AMSGrad(_Rule):
+    """AMSGrad: η (``eta``), β (``beta``), ϵ (``epsilon``). State ``(m, v, v̂)``,
+    each starting at ϵ."""
+
+    _fields = (_eta, _beta, _epsilon)
+
+    def init(self, x):
+        eps = _cast(x.dtype, self.epsilon)
+        return (_full(x, eps), _full(x, eps), _full(x, eps))
+
+    def _kernel(self, dtype):
+        hyper = (self.eta, *self.beta)
+        return [("AMSGrad", (*(_cast(dtype, v) for v in hyper), _eps(dtype, self.epsilon)))]
+
+    def _arrays(self, state):
+        return list(state)
+
+
+class AdaGrad(_Rule):
+    """AdaGrad: η (``eta``), ϵ (``epsilon``). State: the sum of squares, starting at ϵ."""
+
+    _fields = (Field("eta", 0.1, _nonneg), _epsilon)
+
+    def init(self, x):
+        return _full(x, _cast(x.dtype, self.epsilon))
+
+    def _kernel(self, dtype):
+        return [("AdaGrad", (_cast(dtype, self.eta), _eps(dtype, self.epsilon)))]
+
+    def _arrays(self, state):
+        return [state]
+
+
+class AdaDelta(_Rule):
+    """AdaDelta: decay ρ (``rho``), ϵ (``epsilon``). State ``(acc, Δacc)``."""
+
+    _fields = (Field("rho", 0.9, _real), _epsilon)
+
+    def init(self, x):
+        return (_zeros(x), _zeros(x))
+
+    def _kernel(self, dtype):
+        return [("AdaDelta", (_cast(dtype, self.rho), _eps(dtype, self.epsilon)))]
+
+    def _arrays(self, state):
+        return list(state)
+
+
+class Lion(_Rule):
+    """Lion: step size η (``eta``), β (``beta``). State: the momentum."""
+
+    _fields = (_eta, _beta)
+
+    def init(self, x):
+        return _zeros(x)
+
+    def _kernel(self, dtype):
+        return [("Lion", tuple(_cast(dtype, v) for v in (self.eta, *self.beta)))]
+
+    def _arrays(self, state):
+        return [state]
+
+
+# ---------------------------------------------------------------------------
+# Rules made of rules.
+
+
+def _positive_int(rule: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{rule}: {name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{rule} must accumulate at least one gradient, got {name}={value}")
+    return int(value)
+
+
+class AccumGrad(_Rule):
+    """Accumulates the mean of ``n`` gradients, applying the rest of an
+    ``OptimiserChain`` only every ``n``-th step. State ``(acc, counter)``."""
+
+    _fields = (Field("n", _NO_DEFAULT, _positive_int),)
+
+    def init(self, x):
+        return (_zeros(x), 1)
+
+    def _kernel(self, dtype):
+        return [("AccumGrad", (float(self.n),))]
+
+    def _arrays(self, state):
+        return [state[0]]
+
+    def _per_leaf(self, state):
+        return [float(state[1])]
+
+    def _advance(self, state):
+        acc, counter = state
+        done = counter == self.n
+        return (acc, 1 if done else counter + 1), done
+
+
+def _rule(rule: str, name: str, value: Any) -> AbstractRule:
+    if not isinstance(value, AbstractRule):
+        raise TypeError(f"{rule}: expected an optimisation rule, got {value!r}")
+    return value
+
+
+class OptimiserChain(_Rule):
+    """Applies ``rules`` in order, each transforming the update of the one before.
+    The empty chain is the identity, ``Descent(1)``."""
+
+    _fields = (Field("rules", (), lambda rule, name, value: value),)
+
+    def __init__(self, *rules: AbstractRule) -> None:
+        for r in rules:
+            _rule("OptimiserChain", "rules", r)
+            if isinstance(r, MixedPrecision):
+                raise ValueError(
+                    "MixedPrecision should wrap the entire OptimiserChain, not be inside it"
+                )
+        super().__init__(rules=tuple(rules))
+
+    def __repr__(self) -> str:
+        return f"OptimiserChain({', '.join(map(repr, self.rules))})"
+
+    def __reduce__(self):
+        return (OptimiserChain, self.rules)
+
+    def _replace(self, **fields):
+        return OptimiserChain(*fields.get("rules", self.rules))
+
+    def init(self, x):
+        return tuple(r.init(x) for r in self.rules)
+
+    def _builtin(self) -> bool:
+        return all(_is_builtin(r) for r in self.rules)
+
+    def _kernel(self, dtype):
+        return [step for r in self.rules for step in r._kernel(dtype)]
+
+    def _arrays(self, state):
+        return [a for r, s in zip(self.rules, state) for a in r._arrays(s)]
+
+    def _per_leaf(self, state):
+        return [v for r, s in zip(self.rules, state) for v in r._per_leaf(s)]
+
+    def _advance(self, state):
+        moved, through = [], True
+        for r, s in zip(self.rules, state):
+            if through:
+                s, through = r._advance(s)
+            moved.append(s)
+        return tuple(moved), through
+
+    def apply(self, state, x, dx):
+        if self._builtin():
+            return super().apply(state, x, dx)
+        # A chain holding Python rules: fold the update through each rule in turn.
+        states = list(state)
+        for i, r in enumerate(self.rules):
+            states[i], dx = r.apply(states[i], x, dx)
+            if dx is None:
+                break
+        return tuple(states), dx
+
+
+def _float_dtype(rule: str, name: str, value: Any) -> type:
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{rule}: {name} must be a floating dtype, got {value!r}") from None
+    if dtype.kind != "f":
+        raise TypeError(f"{rule}: {name} must be a floating dtype, got {dtype}")
+    return dtype.type
+
+
+class MixedPrecision(_Rule):
+    """Keeps a copy of each parameter in ``dtype`` (default float32) and runs
+    ``rule`` on it, writing the result back into the parameter.
+    ``MixedPrecision(rule)`` or ``MixedPrecision(dtype, rule)``. State ``(xT, rule_state)``."""
+
+    _fields = (
+        Field("dtype", np.float32, _float_dtype),
+        Field("rule", _NO_DEFAULT, _rule),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], AbstractRule):
+            kwargs["rule"] = args[0]
+            args = ()
+        super().__init__(*args, **kwargs)
+        if isinstance(self.rule, MixedPrecision):
+            raise ValueError("MixedPrecision cannot wrap another MixedPrecision")
+
+    def __repr__(self) -> str:
+        return f"MixedPrecision({np.dtype(self.dtype).name}, {self.rule!r})"
+
+    def init(self, x):
+        xT = np.array(x, dtype=self.dtype, order="C", copy=True)
+        return (xT, self.rule.init(xT))
+
+    def _advance(self, state):
+        xT, inner = state
+        inner, through = self.rule._advance(inner)
+        return (xT, inner), through
+
+    def apply(self, state, x, dx):
+        from ._kernel import apply_mixed
+
+        return apply_mixed(self, state, x, dx)
+
+
+def _is_builtin(rule: AbstractRule) -> bool:
+    """Whether the kernel runs this rule whole (a built-in rule or a chain of them)."""
+    if isinstance(rule, OptimiserChain):
+        return rule._builtin()
+    return isinstance(rule, _Rule) and not isinstance(rule, MixedPrecision)

@@ -1,0 +1,300 @@
+//! Running one optimisation step over a batch of leaves ("jobs") in one call.
+//!
+//! Each job's plan is a list of elementwise segments separated by norms. Stages
+//! are aligned so that every job's last segment (the only one that writes `x`)
+//! runs in the last stage, after every norm of the batch: a norm that fails
+//! leaves every parameter untouched. Within a stage all jobs are cut into tasks
+//! of at most `TASK` elements and run on the pool (or on the calling thread when
+//! the stage is small); a task walks its range in `CHUNK`-element blocks that
+//! stay in L1 while every rule of the segment runs over them.
+
+use rayon::prelude::*;
+
+use crate::error::KernelError;
+use crate::float::Float;
+use crate::program::{BoundOp, Plan, Program};
+use crate::{simd, threads};
+
+/// Elements per block: the gradient block lives in a stack buffer this long.
+pub(crate) const CHUNK: usize = 1024;
+/// Elements per parallel task.
+const TASK: usize = 64 * 1024;
+/// Below this many elements in a stage the pool is not entered at all:
+/// waking it costs more than the work.
+const PARALLEL_MIN: usize = 64 * 1024;
+
+/// One leaf: its parameter, its gradient, the state arrays of its program in
+/// order, and its per-leaf scalars in order. All arrays have the same length.
+pub struct Job<'a, T> {
+    pub x: &'a mut [T],
+    pub grad: &'a [T],
+    pub states: Vec<&'a mut [T]>,
+    pub program: &'a Program,
+    pub per_leaf: &'a [f64],
+    /// When given, the update is written here and `x` is left as it is
+    /// (a rule's `apply`, as a chain with a Python rule needs).
+    pub update: Option<&'a mut [T]>,
+}
+
+impl<T> Job<'_, T> {
+    fn check(&self, job: usize) -> Result<(), KernelError> {
+        let fail = |message: String| Err(KernelError::Shape { job, message });
+        let n = self.x.len();
+        if self.grad.len() != n {
+            return fail(format!("gradient has {} elements, parameter {n}", self.grad.len()));
+        }
+        if self.states.len() != self.program.states() {
+            let (got, want) = (self.states.len(), self.program.states());
+            return fail(format!("{got} state arrays given, the rule keeps {want}"));
+        }
+        if let Some(u) = self.update.as_ref().filter(|u| u.len() != n) {
+            return fail(format!("update buffer has {} elements, parameter {n}", u.len()));
+        }
+        if let Some(s) = self.states.iter().find(|s| s.len() != n) {
+            return fail(format!("a state array has {} elements, parameter {n}", s.len()));
+        }
+        if self.per_leaf.len() != self.program.per_leaf() {
+            let (got, want) = (self.per_leaf.len(), self.program.per_leaf());
+            return fail(format!("{got} per-leaf scalars given, the rule needs {want}"));
+        }
+        Ok(())
+    }
+}
+
+/// Apply each job's program to its leaf, in place.
+pub fn step<T: Float>(jobs: &mut [Job<'_, T>]) -> Result<(), KernelError> {
+    for (i, job) in jobs.iter().enumerate() {
+        job.check(i)?;
+    }
+    let plans: Vec<Plan<T>> = jobs.iter().map(|j| j.program.bind(j.per_leaf)).collect();
+    let stages = plans.iter().map(|p| p.segments.len()).max().unwrap_or(0);
+    let mut flows: Vec<Flow<T>> = jobs.iter().map(|_| Flow::default()).collect();
+
+    for stage in 0..stages {
+        let mut passes = Vec::with_capacity(jobs.len());
+        for ((plan, flow), job) in plans.iter().zip(&mut flows).zip(jobs.iter()) {
+            passes.push(flow.pass(plan, stage + plan.segments.len(), stages, job));
+        }
+        run_pass(jobs, &mut flows, &passes);
+        for (j, ((plan, flow), job)) in plans.iter().zip(&mut flows).zip(jobs.iter()).enumerate() {
+            let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else { continue };
+            if let Some(clip) = plan.norms.get(k) {
+                let dx = match flow.input {
+                    Input::Grad => job.grad,
+                    Input::Tmp => &flow.tmp,
+                };
+                let parallel = dx.len() >= PARALLEL_MIN && threads::num_threads() > 1;
+                let norm = if parallel {
+                    threads::install(|| clip.norm(dx, true))
+                } else {
+                    clip.norm(dx, false)
+                };
+                let factor = clip.factor(norm);
+                flow.scale =
+                    Some(factor.map_err(|norm| KernelError::NonFiniteNorm { job: j, p: clip.p, norm })?);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Input {
+    Grad,
+    Tmp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    X,
+    Update,
+    Tmp,
+    Drop,
+}
+
+/// Where one job's update currently lives between stages.
+struct Flow<T> {
+    /// The materialised update, when a norm needs it whole.
+    tmp: Vec<T>,
+    input: Input,
+    /// A norm's factor, applied at the start of the next segment.
+    scale: Option<T>,
+}
+
+impl<T> Default for Flow<T> {
+    fn default() -> Self {
+        Self { tmp: Vec::new(), input: Input::Grad, scale: None }
+    }
+}
+
+struct Pass<'p, T> {
+    ops: &'p [BoundOp<T>],
+    input: Input,
+    scale: Option<T>,
+    output: Output,
+}
+
+impl<T: Float> Flow<T> {
+    /// The pass job runs in this stage (`shifted` = stage + its segment count), if any.
+    fn pass<'p>(
+        &mut self,
+        plan: &'p Plan<T>,
+        shifted: usize,
+        stages: usize,
+        job: &Job<'_, T>,
+    ) -> Option<Pass<'p, T>> {
+        let len = job.x.len();
+        let k = shifted.checked_sub(stages)?;
+        let ops = &plan.segments[k][..];
+        let (input, scale) = (self.input, self.scale.take());
+        let output = if k + 1 == plan.segments.len() {
+            if !plan.updates_x {
+                Output::Drop
+            } else if job.update.is_some() {
+                Output::Update
+            } else {
+                Output::X
+            }
+        } else if ops.is_empty() && scale.is_none() {
+            return None; // nothing to compute: the norm reads the input as it is
+        } else {
+            if self.tmp.len() != len {
+                self.tmp = vec![T::ZERO; len];
+            }
+            self.input = Input::Tmp;
+            Output::Tmp
+        };
+        Some(Pass { ops, input, scale, output })
+    }
+}
+
+pub(crate) struct Task<'s, 't, T> {
+    ops: &'t [BoundOp<T>],
+    x: &'t mut [T],
+    grad: &'t [T],
+    /// The job's materialised update for this range (empty when unused).
+    tmp: &'t mut [T],
+    /// The caller's buffer for the update (empty unless `Output::Update`).
+    update: &'t mut [T],
+    states: &'s mut [&'t mut [T]],
+    input: Input,
+    scale: Option<T>,
+    output: Output,
+}
+
+fn run_pass<T: Float>(jobs: &mut [Job<'_, T>], flows: &mut [Flow<T>], passes: &[Option<Pass<'_, T>>]) {
+    struct Piece<'t, T> {
+        job: usize,
+        states: usize,
+        x: &'t mut [T],
+        grad: &'t [T],
+        tmp: &'t mut [T],
+        update: &'t mut [T],
+    }
+    let mut pieces = Vec::new();
+    let mut states: Vec<&mut [T]> = Vec::new();
+    let mut total = 0;
+    for (j, ((job, flow), pass)) in jobs.iter_mut().zip(flows.iter_mut()).zip(passes).enumerate() {
+        let Some(pass) = pass else { continue };
+        let n = job.x.len();
+        if n == 0 {
+            continue;
+        }
+        total += n;
+        let (mut x, mut grad) = (&mut *job.x, job.grad);
+        let mut tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp { &mut flow.tmp[..] } else { &mut [][..] };
+        let mut update = match (&mut job.update, pass.output) {
+            (Some(u), Output::Update) => &mut u[..],
+            _ => &mut [][..],
+        };
+        let mut rest: Vec<&mut [T]> = job.states.iter_mut().map(|s| &mut **s).collect();
+        let mut start = 0;
+        while start < n {
+            let len = TASK.min(n - start);
+            let (x_here, x_rest) = std::mem::take(&mut x).split_at_mut(len);
+            let (g_here, g_rest) = grad.split_at(len);
+            let cut = len.min(tmp.len());
+            let (t_here, t_rest) = std::mem::take(&mut tmp).split_at_mut(cut);
+            let cut = len.min(update.len());
+            let (u_here, u_rest) = std::mem::take(&mut update).split_at_mut(cut);
+            (x, grad, tmp, update) = (x_rest, g_rest, t_rest, u_rest);
+            for s in &mut rest {
+                let (here, later) = std::mem::take(s).split_at_mut(len);
+                *s = later;
+                states.push(here);
+            }
+            pieces.push(Piece {
+                job: j,
+                states: rest.len(),
+                x: x_here,
+                grad: g_here,
+                tmp: t_here,
+                update: u_here,
+            });
+            start += len;
+        }
+    }
+    let mut unclaimed = &mut states[..];
+    let mut tasks: Vec<Task<'_, '_, T>> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let pass = passes[piece.job].as_ref().expect("pieces come from passes");
+        let (mine, others) = std::mem::take(&mut unclaimed).split_at_mut(piece.states);
+        unclaimed = others;
+        tasks.push(Task {
+            ops: pass.ops,
+            x: piece.x,
+            grad: piece.grad,
+            tmp: piece.tmp,
+            update: piece.update,
+            states: mine,
+            input: pass.input,
+            scale: pass.scale,
+            output: pass.output,
+        });
+    }
+    let isa = simd::active();
+    if total >= PARALLEL_MIN && threads::num_threads() > 1 {
+        threads::install(|| tasks.par_iter_mut().for_each(|t| simd::process(isa, t)));
+    } else {
+        for t in &mut tasks {
+            simd::process(isa, t);
+        }
+    }
+}
+
+/// One task, block by block: load the gradient block, run the segment's rules
+/// over it, then subtract it from `x` or keep it for the next stage.
+#[inline(always)]
+pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
+    let mut block = [T::ZERO; CHUNK];
+    let len = task.x.len();
+    let mut start = 0;
+    while start < len {
+        let range = start..len.min(start + CHUNK);
+        let dx = &mut block[..range.len()];
+        match task.input {
+            Input::Grad => dx.copy_from_slice(&task.grad[range.clone()]),
+            Input::Tmp => dx.copy_from_slice(&task.tmp[range.clone()]),
+        }
+        if let Some(scale) = task.scale {
+            for d in dx.iter_mut() {
+                *d = *d * scale;
+            }
+        }
+        let x = &task.x[range.clone()];
+        for op in task.ops {
+            op.rule.apply(x, dx, &mut task.states[op.states.clone()], &range);
+        }
+        match task.output {
+            Output::X => {
+                for (x, &d) in task.x[range.clone()].iter_mut().zip(dx.iter()) {
+                    *x = *x - d;
+                }
+            }
+            Output::Update => task.update[range.clone()].copy_from_slice(dx),
+            Output::Tmp => task.tmp[range.clone()].copy_from_slice(dx),
+            Output::Drop => {}
+        }
+        start = range.end;
+    }
+}

@@ -1,0 +1,22 @@
+//! Optimisation rules of Optimisers.jl as fused, multi-threaded SIMD kernels.
+//!
+//! The crate knows nothing of Python. A caller describes a rule or chain once
+//! as a [`Program`], then each step hands [`step`] a batch of [`Job`]s (a
+//! parameter, its gradient, its state arrays, its per-leaf scalars) and every
+//! job is updated in place, in one pass over memory per elementwise segment.
+
+pub mod error;
+pub mod exec;
+pub mod float;
+pub mod norm;
+pub mod program;
+pub mod rules;
+pub mod simd;
+pub mod threads;
+
+pub use error::KernelError;
+pub use exec::{step, Job};
+pub use float::Float;
+pub use norm::ClipNorm;
+pub use program::{Program, Step};
+pub use rules::Kind;

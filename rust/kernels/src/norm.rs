@@ -1,0 +1,163 @@
+//! `ClipNorm(ω, p; throw)`: scale the update by `min(ω / ‖dx‖ₚ, 1)`.
+//!
+//! This is the one rule that needs the whole array before it can touch any
+//! element, so it splits a chain into stages (see `program`). The norm is summed
+//! in `f64` over fixed blocks with fixed lanes and combined in block order, so it
+//! has the same bits for any thread count and any instruction set.
+
+use rayon::prelude::*;
+
+use crate::float::Float;
+
+/// Elements per partial sum; fixed so that the result never depends on threads.
+const NORM_BLOCK: usize = 16 * 1024;
+const LANES: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipNorm {
+    /// ω, the largest norm let through.
+    pub omega: f64,
+    /// p of the p-norm: any real, including 0 (count of non-zeros) and ±∞.
+    pub p: f64,
+    /// Fail on an infinite or NaN norm instead of scaling by it.
+    pub throw: bool,
+}
+
+impl ClipNorm {
+    /// The factor for an array of this norm, rounded to `T` as Julia's `T(min(ω / n, 1))`;
+    /// `Err(norm)` when `throw` is set and the norm is not finite.
+    pub fn factor<T: Float>(&self, norm: f64) -> Result<T, f64> {
+        if self.throw && !norm.is_finite() {
+            return Err(norm);
+        }
+        // Julia's `min` propagates NaN, Rust's would drop it.
+        let ratio = self.omega / norm;
+        let factor = if ratio.is_nan() { ratio } else { ratio.min(1.0) };
+        Ok(T::from_f64(factor))
+    }
+
+    /// ‖dx‖ₚ, computed on the calling thread or, when `parallel`, on the current rayon pool.
+    pub fn norm<T: Float>(&self, dx: &[T], parallel: bool) -> f64 {
+        let p = self.p;
+        if p == f64::INFINITY {
+            return reduce(dx, parallel, |b| fold(b, 0.0, |a, v| a.max(v.abs())), f64::max, 0.0);
+        }
+        if p == f64::NEG_INFINITY {
+            let init = f64::INFINITY;
+            let min = reduce(dx, parallel, |b| fold(b, init, |a, v| a.min(v.abs())), f64::min, init);
+            return if dx.is_empty() { 0.0 } else { min };
+        }
+        if p == 0.0 {
+            let count = |b: &[T]| b.iter().filter(|v| v.to_f64() != 0.0).count() as f64;
+            return reduce(dx, parallel, count, |a, b| a + b, 0.0);
+        }
+        let power = |scale: f64| {
+            move |b: &[T]| {
+                if p == 2.0 {
+                    lane_sum(b, |v| (v / scale) * (v / scale))
+                } else if p == 1.0 {
+                    lane_sum(b, |v| (v / scale).abs())
+                } else {
+                    lane_sum(b, |v| (v / scale).abs().powf(p))
+                }
+            }
+        };
+        let root = |s: f64| if p == 1.0 { s } else if p == 2.0 { s.sqrt() } else { s.powf(1.0 / p) };
+        let plain = root(reduce(dx, parallel, power(1.0), |a, b| a + b, 0.0));
+        if plain.is_finite() || plain.is_nan() {
+            return plain;
+        }
+        // Overflowed: sum again relative to the largest magnitude.
+        let largest = ClipNorm { p: f64::INFINITY, ..*self }.norm(dx, parallel);
+        if !largest.is_finite() || largest == 0.0 {
+            return plain;
+        }
+        largest * root(reduce(dx, parallel, power(largest), |a, b| a + b, 0.0))
+    }
+}
+
+fn fold<T: Float>(b: &[T], init: f64, f: impl Fn(f64, f64) -> f64) -> f64 {
+    b.iter().fold(init, |a, v| f(a, v.to_f64()))
+}
+
+/// Sum `f(v)` over a block in `LANES` interleaved accumulators, combined in order.
+fn lane_sum<T: Float>(b: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let whole = b.chunks_exact(LANES);
+    let rest = whole.remainder();
+    for c in whole {
+        for (lane, &v) in lanes.iter_mut().zip(c) {
+            *lane += f(v.to_f64());
+        }
+    }
+    let mut sum = lanes.iter().fold(0.0, |a, &l| a + l);
+    for &v in rest {
+        sum += f(v.to_f64());
+    }
+    sum
+}
+
+/// Partial results per `NORM_BLOCK`, then combined sequentially in block order.
+fn reduce<T: Float>(
+    dx: &[T],
+    parallel: bool,
+    block: impl Fn(&[T]) -> f64 + Sync,
+    combine: impl Fn(f64, f64) -> f64,
+    init: f64,
+) -> f64 {
+    let partials: Vec<f64> = if parallel {
+        dx.par_chunks(NORM_BLOCK).map(&block).collect()
+    } else {
+        dx.chunks(NORM_BLOCK).map(&block).collect()
+    };
+    partials.into_iter().fold(init, combine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(p: f64) -> ClipNorm {
+        ClipNorm { omega: 1.0, p, throw: true }
+    }
+
+    #[test]
+    fn norms_of_a_small_vector() {
+        let v = [3.0f32, -4.0, 0.0];
+        assert_eq!(clip(2.0).norm(&v, false), 5.0);
+        assert_eq!(clip(1.0).norm(&v, false), 7.0);
+        assert_eq!(clip(f64::INFINITY).norm(&v, false), 4.0);
+        assert_eq!(clip(f64::NEG_INFINITY).norm(&v, false), 0.0);
+        assert_eq!(clip(0.0).norm(&v, false), 2.0);
+        assert!((clip(3.0).norm(&v, false) - 91f64.powf(1.0 / 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn norm_is_the_same_in_parallel() {
+        let v: Vec<f32> = (0..100_003).map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5).collect();
+        for p in [2.0, 1.0, 3.5, 0.0, f64::INFINITY, f64::NEG_INFINITY] {
+            let serial = clip(p).norm(&v, false);
+            let parallel = clip(p).norm(&v, true);
+            assert_eq!(serial.to_bits(), parallel.to_bits(), "p = {p}");
+        }
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        let v = [1e300f64, 1e300];
+        let n = clip(2.0).norm(&v, false);
+        assert!((n / (1e300 * 2f64.sqrt()) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn factor_follows_julia() {
+        let c = ClipNorm { omega: 10.0, p: 2.0, throw: false };
+        assert_eq!(c.factor::<f64>(5.0), Ok(1.0));
+        assert_eq!(c.factor::<f64>(20.0), Ok(0.5));
+        assert_eq!(c.factor::<f64>(0.0), Ok(1.0));
+        assert_eq!(c.factor::<f64>(f64::INFINITY), Ok(0.0));
+        assert!(c.factor::<f64>(f64::NAN).unwrap().is_nan());
+        let throwing = ClipNorm { throw: true, ..c };
+        assert!(throwing.factor::<f32>(f64::INFINITY).is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! `AccumGrad(n)`: accumulate the mean of `n` gradients, passing it on (and so
+//! updating the parameter) only on every `n`-th step.
+//! State: the running sum `acc`; per leaf the counter `1..=n`.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct AccumGrad<T> {
+    /// n, the number of gradients averaged.
+    pub n: T,
+    /// This step starts a new accumulation (counter == 1).
+    pub first: bool,
+    /// This step completes it (counter == n).
+    pub last: bool,
+}
+
+impl<T: Float> Rule<T, 1> for AccumGrad<T> {
+    const HYPER: usize = 1;
+    /// The counter.
+    const PER_LEAF: usize = 1;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self { n: T::from_f64(h[0]), first: leaf[0] == 1.0, last: leaf[0] == h[0] }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [acc]: [&mut [T]; 1]) {
+        let n = self.n;
+        if self.first {
+            for (a, &d) in acc.iter_mut().zip(dx.iter()) {
+                *a = d / n;
+            }
+        } else {
+            for (a, &d) in acc.iter_mut().zip(dx.iter()) {
+                *a = *a + d / n;
+            }
+        }
+        // Before the n-th step the plan ends here and `dx` is dropped (see `program`).
+        if self.last {
+            dx.copy_from_slice(acc);
+        }
+    }
+}

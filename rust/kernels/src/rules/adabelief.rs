@@ -1,0 +1,30 @@
+//! `AdaBelief(η, β, ϵ)`: Adam with the second moment of the surprise,
+//! `s = β₂ s + (1-β₂)(dx - m)² + ϵ`; update `η m / (1-β₁ᵗ) / (√(s / (1-β₂ᵗ)) + ϵ)`.
+//! State: `m`, `s`; per leaf `βᵗ`.
+
+use crate::float::Float;
+use crate::rules::adam::Moments;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdaBelief<T>(pub Moments<T>);
+
+impl<T: Float> Rule<T, 2> for AdaBelief<T> {
+    const HYPER: usize = 4;
+    const PER_LEAF: usize = 2;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self(Moments::bind(h, leaf))
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, s]: [&mut [T]; 2]) {
+        let p = &self.0;
+        let (b1, b2) = p.beta;
+        let (c1, c2) = p.correction;
+        for ((d, m), s) in dx.iter_mut().zip(m.iter_mut()).zip(s.iter_mut()) {
+            *m = b1 * *m + (T::ONE - b1) * *d;
+            let surprise = *d - *m;
+            *s = b2 * *s + (T::ONE - b2) * (surprise * surprise) + p.epsilon;
+            *d = p.eta * *m / c1 / ((*s / c2).sqrt() + p.epsilon);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `Adam(η, β, ϵ)`: moments `m = β₁ m + (1-β₁) dx`, `v = β₂ v + (1-β₂) dx²`;
+//! update `m / (1-β₁ᵗ) / (√(v / (1-β₂ᵗ)) + ϵ) * η`.
+//! State: `m`, `v`; per leaf the powers `βᵗ = (β₁ᵗ, β₂ᵗ)`.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+/// Hyper-parameters and bias corrections shared by the Adam family.
+#[derive(Clone, Copy, Debug)]
+pub struct Moments<T> {
+    /// η, the learning rate.
+    pub eta: T,
+    /// β = (β₁, β₂), the decays of the first and second moments.
+    pub beta: (T, T),
+    /// ϵ, added to the root for stability.
+    pub epsilon: T,
+    /// `1 - β₁ᵗ` and `1 - β₂ᵗ` for this leaf's step.
+    pub correction: (T, T),
+}
+
+impl<T: Float> Moments<T> {
+    /// Hyper-parameters `[η, β₁, β₂, ϵ]`, per-leaf `[β₁ᵗ, β₂ᵗ]`.
+    pub fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self {
+            eta: T::from_f64(h[0]),
+            beta: (T::from_f64(h[1]), T::from_f64(h[2])),
+            epsilon: T::from_f64(h[3]),
+            correction: (T::ONE - T::from_f64(leaf[0]), T::ONE - T::from_f64(leaf[1])),
+        }
+    }
+
+    /// `m = β₁ m + (1-β₁) d` and `v = β₂ v + (1-β₂) d²`.
+    #[inline(always)]
+    pub fn advance(&self, d: T, m: &mut T, v: &mut T) {
+        let (b1, b2) = self.beta;
+        *m = b1 * *m + (T::ONE - b1) * d;
+        *v = b2 * *v + (T::ONE - b2) * (d * d);
+    }
+
+    /// Adam's step direction before η: `m / (1-β₁ᵗ) / (√(v / (1-β₂ᵗ)) + ϵ)`.
+    #[inline(always)]
+    pub fn direction(&self, m: T, v: T) -> T {
+        m / self.correction.0 / ((v / self.correction.1).sqrt() + self.epsilon)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Adam<T>(pub Moments<T>);
+
+impl<T: Float> Rule<T, 2> for Adam<T> {
+    const HYPER: usize = 4;
+    const PER_LEAF: usize = 2;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self(Moments::bind(h, leaf))
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+        let p = &self.0;
+        for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+            p.advance(*d, m, v);
+            *d = p.direction(*m, *v) * p.eta;
+        }
+    }
+}

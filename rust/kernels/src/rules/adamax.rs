@@ -1,0 +1,28 @@
+//! `AdaMax(η, β, ϵ)`: Adam with the ∞-norm, `u = max(β₂ u, |dx|)`; update
+//! `(η / (1-β₁ᵗ)) m / (u + ϵ)`. State: `m`, `u`; per leaf `βᵗ`.
+
+use crate::float::Float;
+use crate::rules::adam::Moments;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdaMax<T>(pub Moments<T>);
+
+impl<T: Float> Rule<T, 2> for AdaMax<T> {
+    const HYPER: usize = 4;
+    const PER_LEAF: usize = 2;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self(Moments::bind(h, leaf))
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, u]: [&mut [T]; 2]) {
+        let p = &self.0;
+        let (b1, b2) = p.beta;
+        let rate = p.eta / p.correction.0;
+        for ((d, m), u) in dx.iter_mut().zip(m.iter_mut()).zip(u.iter_mut()) {
+            *m = b1 * *m + (T::ONE - b1) * *d;
+            *u = (b2 * *u).max_sel(d.abs());
+            *d = rate * *m / (*u + p.epsilon);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `AdamW(η, β, λ, ϵ; couple)`: Adam's direction `a` (learning rate 1) plus weight
+//! decay, coupled `η (a + λ x)` or decoupled `η a + λ x`.
+//! State: `m`, `v`; per leaf `βᵗ`.
+
+use crate::float::Float;
+use crate::rules::adam::Moments;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW<T> {
+    pub moments: Moments<T>,
+    /// λ, the weight decay.
+    pub lambda: T,
+    /// Whether the decay is scaled by η (PyTorch's AdamW) or not (the paper's).
+    pub couple: bool,
+}
+
+impl<T: Float> Rule<T, 2> for AdamW<T> {
+    /// η, β₁, β₂, ϵ, λ, couple (0 or 1).
+    const HYPER: usize = 6;
+    const PER_LEAF: usize = 2;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self { moments: Moments::bind(h, leaf), lambda: T::from_f64(h[4]), couple: h[5] != 0.0 }
+    }
+    #[inline(always)]
+    fn apply(&self, x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+        let p = &self.moments;
+        let (eta, lambda) = (p.eta, self.lambda);
+        let it = dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(x);
+        if self.couple {
+            for (((d, m), v), &x) in it {
+                p.advance(*d, m, v);
+                *d = eta * (p.direction(*m, *v) + lambda * x);
+            }
+        } else {
+            for (((d, m), v), &x) in it {
+                p.advance(*d, m, v);
+                *d = eta * p.direction(*m, *v) + lambda * x;
+            }
+        }
+    }
+}

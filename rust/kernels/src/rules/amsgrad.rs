@@ -1,0 +1,36 @@
+//! `AMSGrad(η, β, ϵ)`: Adam's moments, with `v̂ = max(v̂, v)`; update
+//! `η m / (√v̂ + ϵ)` (no bias correction). State: `m`, `v`, `v̂`, all initialised to ϵ.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct AmsGrad<T> {
+    /// η, the learning rate.
+    pub eta: T,
+    /// β = (β₁, β₂), the decays of the first and second moments.
+    pub beta: (T, T),
+    /// ϵ, added to the root for stability.
+    pub epsilon: T,
+}
+
+impl<T: Float> Rule<T, 3> for AmsGrad<T> {
+    const HYPER: usize = 4;
+    fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+        Self {
+            eta: T::from_f64(h[0]),
+            beta: (T::from_f64(h[1]), T::from_f64(h[2])),
+            epsilon: T::from_f64(h[3]),
+        }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, v, vhat]: [&mut [T]; 3]) {
+        let (b1, b2) = self.beta;
+        for (((d, m), v), vh) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(vhat) {
+            *m = b1 * *m + (T::ONE - b1) * *d;
+            *v = b2 * *v + (T::ONE - b2) * (*d * *d);
+            *vh = vh.max_sel(*v);
+            *d = self.eta * *m / (vh.sqrt() + self.epsilon);
+        }
+    }
+}

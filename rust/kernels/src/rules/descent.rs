@@ -1,0 +1,23 @@
+//! `Descent(η)`: plain gradient descent, `x -= η * dx`.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Descent<T> {
+    /// η, the learning rate.
+    pub eta: T,
+}
+
+impl<T: Float> Rule<T, 0> for Descent<T> {
+    const HYPER: usize = 1;
+    fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+        Self { eta: T::from_f64(h[0]) }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {
+        for d in dx.iter_mut() {
+            *d = *d * self.eta;
+        }
+    }
+}

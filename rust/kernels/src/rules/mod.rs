@@ -1,0 +1,163 @@
+//! The elementwise rules, and the one table that registers them.
+//!
+//! A rule is a small struct of hyper-parameters already rounded to the array's
+//! element type, bound once per leaf and step (`bind`), and a kernel over one
+//! block (`apply`): `x` and the gradient `dx` of the block, and the block of each
+//! of its `N` state arrays. `apply` rewrites `dx` into the rule's update, which
+//! the next rule of a chain receives, or which is finally subtracted from `x`.
+//!
+//! Adding a rule: its own file, one line in `registry!` below, one line in the
+//! Python rule table.
+
+use std::ops::Range;
+
+use crate::float::Float;
+
+pub mod accum_grad;
+pub mod adabelief;
+pub mod adadelta;
+pub mod adagrad;
+pub mod adam;
+pub mod adamax;
+pub mod adamw;
+pub mod amsgrad;
+pub mod clip_grad;
+pub mod descent;
+pub mod lion;
+pub mod momentum;
+pub mod nadam;
+pub mod nesterov;
+pub mod oadam;
+pub mod radam;
+pub mod rmsprop;
+pub mod rprop;
+pub mod sign_decay;
+pub mod weight_decay;
+
+pub trait Rule<T: Float, const N: usize>: Copy {
+    /// How many hyper-parameters `bind` reads.
+    const HYPER: usize;
+    /// How many per-leaf scalars (`βᵗ`, `t`, a counter) `bind` reads.
+    const PER_LEAF: usize = 0;
+
+    fn bind(hyper: &[f64], per_leaf: &[f64]) -> Self;
+
+    /// Rewrite `dx` into this rule's update, advancing the state in place.
+    /// All slices have the same length.
+    fn apply(&self, x: &[T], dx: &mut [T], state: [&mut [T]; N]);
+}
+
+/// The `range` of each of the `N` state arrays in `state`.
+#[inline(always)]
+fn blocks<'s, T, const N: usize>(state: &'s mut [&mut [T]], range: &Range<usize>) -> [&'s mut [T]; N] {
+    let mut arrays = state.iter_mut();
+    std::array::from_fn(|_| &mut arrays.next().expect("state arrays checked at bind")[range.clone()])
+}
+
+macro_rules! registry {
+    ($($kind:ident => $rule:ident, $n:literal;)*) => {
+        /// Every elementwise rule, by the name the Python layer uses.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[allow(clippy::upper_case_acronyms)]
+        pub enum Kind { $($kind),* }
+
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind),*];
+
+            #[must_use]
+            pub fn name(self) -> &'static str {
+                match self { $(Kind::$kind => stringify!($kind)),* }
+            }
+
+            #[must_use]
+            pub fn from_name(name: &str) -> Option<Kind> {
+                Kind::ALL.iter().copied().find(|k| k.name() == name)
+            }
+
+            #[must_use]
+            pub fn hyper(self) -> usize {
+                match self { $(Kind::$kind => <$rule::$rule<f64> as Rule<f64, $n>>::HYPER),* }
+            }
+
+            #[must_use]
+            pub fn per_leaf(self) -> usize {
+                match self { $(Kind::$kind => <$rule::$rule<f64> as Rule<f64, $n>>::PER_LEAF),* }
+            }
+
+            #[must_use]
+            pub fn states(self) -> usize {
+                match self { $(Kind::$kind => $n),* }
+            }
+        }
+
+        /// A rule bound to one leaf's step: hyper-parameters in `T`, per-leaf scalars applied.
+        #[derive(Clone, Copy, Debug)]
+        #[allow(clippy::upper_case_acronyms)]
+        pub enum Bound<T> { $($kind($rule::$rule<T>)),* }
+
+        impl<T: Float> Bound<T> {
+            #[must_use]
+            pub fn bind(kind: Kind, hyper: &[f64], per_leaf: &[f64]) -> Self {
+                match kind { $(Kind::$kind => Bound::$kind($rule::$rule::bind(hyper, per_leaf))),* }
+            }
+
+            /// Apply to the block `range` of this leaf: `x` and `dx` are that block,
+            /// `state` holds this rule's whole state arrays (of the task).
+            #[inline(always)]
+            pub fn apply(&self, x: &[T], dx: &mut [T], state: &mut [&mut [T]], range: &Range<usize>) {
+                match self { $(Bound::$kind(rule) => rule.apply(x, dx, blocks::<T, $n>(state, range))),* }
+            }
+        }
+    };
+}
+
+// Each rule type lives in the module of the same name, in snake case.
+#[allow(non_snake_case)]
+mod names {
+    pub use super::accum_grad as AccumGrad;
+    pub use super::adabelief as AdaBelief;
+    pub use super::adadelta as AdaDelta;
+    pub use super::adagrad as AdaGrad;
+    pub use super::adam as Adam;
+    pub use super::adamax as AdaMax;
+    pub use super::adamw as AdamW;
+    pub use super::amsgrad as AmsGrad;
+    pub use super::clip_grad as ClipGrad;
+    pub use super::descent as Descent;
+    pub use super::lion as Lion;
+    pub use super::momentum as Momentum;
+    pub use super::nadam as NAdam;
+    pub use super::nesterov as Nesterov;
+    pub use super::oadam as OAdam;
+    pub use super::radam as RAdam;
+    pub use super::rmsprop as RmsProp;
+    pub use super::rmsprop as RmsPropCentred;
+    pub use super::rprop as Rprop;
+    pub use super::sign_decay as SignDecay;
+    pub use super::weight_decay as WeightDecay;
+}
+use names::*;
+
+registry! {
+    Descent => Descent, 0;
+    Momentum => Momentum, 1;
+    Nesterov => Nesterov, 1;
+    Rprop => Rprop, 2;
+    RMSProp => RmsProp, 1;
+    RMSPropCentred => RmsPropCentred, 2;
+    Adam => Adam, 2;
+    RAdam => RAdam, 2;
+    AdaMax => AdaMax, 2;
+    OAdam => OAdam, 3;
+    AdaGrad => AdaGrad, 1;
+    AdaDelta => AdaDelta, 2;
+    AMSGrad => AmsGrad, 3;
+    NAdam => NAdam, 2;
+    AdamW => AdamW, 2;
+    AdaBelief => AdaBelief, 2;
+    Lion => Lion, 1;
+    WeightDecay => WeightDecay, 0;
+    SignDecay => SignDecay, 0;
+    ClipGrad => ClipGrad, 0;
+    AccumGrad => AccumGrad, 1;
+}

@@ -1,0 +1,26 @@
+//! `Momentum(η, ρ)`: velocity `v = ρ v + η dx`, and the update is `v`.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Momentum<T> {
+    /// η, the learning rate.
+    pub eta: T,
+    /// ρ, the momentum.
+    pub rho: T,
+}
+
+impl<T: Float> Rule<T, 1> for Momentum<T> {
+    const HYPER: usize = 2;
+    fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+        Self { eta: T::from_f64(h[0]), rho: T::from_f64(h[1]) }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [v]: [&mut [T]; 1]) {
+        for (d, v) in dx.iter_mut().zip(v.iter_mut()) {
+            *v = self.rho * *v + self.eta * *d;
+            *d = *v;
+        }
+    }
+}

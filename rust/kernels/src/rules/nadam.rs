@@ -1,0 +1,35 @@
+//! `NAdam(η, β, ϵ)`, Adam with Nesterov momentum: update
+//! `(β₁ m / (1 - β₁ β₁ᵗ) + (1-β₁) dx / (1-β₁ᵗ)) / (√(v β₂ / (1-β₂ᵗ)) + ϵ) * η`.
+//! State: `m`, `v`; per leaf `βᵗ`.
+
+use crate::float::Float;
+use crate::rules::adam::Moments;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct NAdam<T> {
+    pub moments: Moments<T>,
+    /// `1 - β₁ β₁ᵗ`.
+    pub ahead: T,
+}
+
+impl<T: Float> Rule<T, 2> for NAdam<T> {
+    const HYPER: usize = 4;
+    const PER_LEAF: usize = 2;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        let moments = Moments::<T>::bind(h, leaf);
+        let ahead = T::ONE - moments.beta.0 * T::from_f64(leaf[0]);
+        Self { moments, ahead }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+        let p = &self.moments;
+        let (b1, b2) = p.beta;
+        let (c1, c2) = p.correction;
+        for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+            p.advance(*d, m, v);
+            let num = b1 * *m / self.ahead + (T::ONE - b1) * *d / c1;
+            *d = num / ((*v * b2 / c2).sqrt() + p.epsilon) * p.eta;
+        }
+    }
+}

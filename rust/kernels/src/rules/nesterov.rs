@@ -1,0 +1,31 @@
+//! `Nesterov(η, ρ)`: update `-ρ² v + (1 + ρ) η dx`, computed from the old
+//! velocity, then `v = ρ v - η dx`.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Nesterov<T> {
+    /// η, the learning rate.
+    pub eta: T,
+    /// ρ, the Nesterov momentum.
+    pub rho: T,
+}
+
+impl<T: Float> Rule<T, 1> for Nesterov<T> {
+    const HYPER: usize = 2;
+    fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+        Self { eta: T::from_f64(h[0]), rho: T::from_f64(h[1]) }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [v]: [&mut [T]; 1]) {
+        let (eta, rho) = (self.eta, self.rho);
+        let neg_rho2 = -(rho * rho);
+        let ahead = (T::ONE + rho) * eta;
+        for (d, v) in dx.iter_mut().zip(v.iter_mut()) {
+            let g = *d;
+            *d = neg_rho2 * *v + ahead * g;
+            *v = rho * *v - eta * g;
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `OAdam(η, β, ϵ)`, optimistic Adam: with Adam's step
+//! `term = η m / (1-β₁ᵗ) / (√(v / (1-β₂ᵗ)) + ϵ)`, the update is `2 term - term_prev`.
+//! State: `m`, `v`, `term`; per leaf `βᵗ`.
+
+use crate::float::Float;
+use crate::rules::adam::Moments;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct OAdam<T>(pub Moments<T>);
+
+impl<T: Float> Rule<T, 3> for OAdam<T> {
+    const HYPER: usize = 4;
+    const PER_LEAF: usize = 2;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        Self(Moments::bind(h, leaf))
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, v, term]: [&mut [T]; 3]) {
+        let p = &self.0;
+        let (c1, c2) = p.correction;
+        for (((d, m), v), term) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(term) {
+            p.advance(*d, m, v);
+            let prev = *term;
+            *term = p.eta * *m / c1 / ((*v / c2).sqrt() + p.epsilon);
+            *d = T::TWO * *term - prev;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `RAdam(η, β, ϵ)`: Adam with the variance rectified. With
+//! `ρ∞ = 2/(1-β₂) - 1` and `ρ = ρ∞ - 2t β₂ᵗ/(1-β₂ᵗ)`, the update is Adam's times
+//! `r = √((ρ-4)(ρ-2)ρ∞ / ((ρ∞-4)(ρ∞-2)ρ))` when `ρ > 4`, else the bias-corrected
+//! momentum `m / (1-β₁ᵗ) * η`. State: `m`, `v`; per leaf `βᵗ` and the step `t`.
+
+use crate::float::Float;
+use crate::rules::adam::Moments;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RAdam<T> {
+    pub moments: Moments<T>,
+    /// `Some(r)` when the variance is tractable (`ρ > 4`), else `None`.
+    pub rectifier: Option<T>,
+}
+
+impl<T: Float> Rule<T, 2> for RAdam<T> {
+    const HYPER: usize = 4;
+    /// β₁ᵗ, β₂ᵗ, t.
+    const PER_LEAF: usize = 3;
+    fn bind(h: &[f64], leaf: &[f64]) -> Self {
+        let moments = Moments::<T>::bind(h, leaf);
+        let (four, b2) = (T::from_f64(4.0), moments.beta.1);
+        let rho_inf = T::TWO / (T::ONE - b2) - T::ONE;
+        let b2t = T::from_f64(leaf[1]);
+        let t = T::from_f64(leaf[2]);
+        let rho = rho_inf - T::TWO * t * b2t / (T::ONE - b2t);
+        let rectifier = (rho > four).then(|| {
+            ((rho - four) * (rho - T::TWO) * rho_inf
+                / ((rho_inf - four) * (rho_inf - T::TWO) * rho))
+                .sqrt()
+        });
+        Self { moments, rectifier }
+    }
+    #[inline(always)]
+    fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+        let p = &self.moments;
+        if let Some(r) = self.rectifier {
+            for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+                p.advance(*d, m, v);
+                *d = p.direction(*m, *v) * p.eta * r;
+            }
+        } else {
+            for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
+                p.advance(*d, m, v);
+                *d = *m / p.correction.0 * p.eta;
+            }
+        }
+    }
+}

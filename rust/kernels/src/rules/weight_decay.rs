@@ -1,0 +1,23 @@
+//! `WeightDecay(λ)`: L2 regularisation, `dx + λ x`.
+
+use crate::float::Float;
+use crate::rules::Rule;
+
+#[derive(Clone, Copy, Debug)]
+pub struct WeightDecay<T> {
+    /// λ, the strength of the penalty.
+    pub lambda: T,
+}
+
+impl<T: Float> Rule<T, 0> for WeightDecay<T> {
+    const HYPER: usize = 1;
+    fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+        Self { lambda: T::from_f64(h[0]) }
+    }
+    #[inline(always)]
+    fn apply(&self, x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {
+        for (d, &x) in dx.iter_mut().zip(x) {
+            *d = *d + self.lambda * x;
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `optimisers._core`: the PyO3 face of the kernel crate. Extract, call, convert;
+//! no maths here. Errors cross into Python in `errors`.
+
+use numpy::prelude::*;
+use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use optimisers_kernels as kernels;
+use optimisers_kernels::{Float, Kind, Step};
+
+mod errors;
+
+use errors::to_py;
+
+/// A rule or chain as the kernels run it, built once per rule and dtype.
+#[pyclass(module = "optimisers._core", frozen)]
+struct Program {
+    inner: kernels::Program,
+}
+
+#[pymethods]
+impl Program {
+    /// `steps`: a list of `(name, hyper)` pairs, `hyper` a tuple of floats;
+    /// `("ClipNorm", (omega, p, throw))` for a norm.
+    #[new]
+    fn new(steps: Vec<(String, Vec<f64>)>) -> PyResult<Self> {
+        let steps = steps
+            .into_iter()
+            .map(|(name, hyper)| match (name.as_str(), hyper.as_slice()) {
+                ("ClipNorm", &[omega, p, throw]) => {
+                    Ok(Step::ClipNorm(kernels::ClipNorm { omega, p, throw: throw != 0.0 }))
+                }
+                _ => Kind::from_name(&name)
+                    .map(|kind| Step::Rule { kind, hyper })
+                    .ok_or_else(|| PyValueError::new_err(format!("no kernel for rule {name:?}"))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Self { inner: kernels::Program::new(steps).map_err(to_py)? })
+    }
+
+    /// State arrays per leaf, in step order.
+    #[getter]
+    fn states(&self) -> usize {
+        self.inner.states()
+    }
+
+    /// Per-leaf scalars per leaf, in step order.
+    #[getter]
+    fn per_leaf(&self) -> usize {
+        self.inner.per_leaf()
+    }
+
+    /// Leading state arrays that a failing norm may leave advanced.
+    #[getter]
+    fn states_before_last_norm(&self) -> usize {
+        self.inner.states_before_last_norm()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Program({:?})", self.inner.steps())
+    }
+}
+
+/// One job as Python passes it: `(program, x, grad, states, per_leaf, update)`,
+/// `update` an output array for the update, or `None` to subtract it from `x`.
+type PyJob<'py> = (
+    PyRef<'py, Program>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Vec<Bound<'py, PyAny>>,
+    Vec<f64>,
+    Option<Bound<'py, PyAny>>,
+);
+
+struct Borrowed<'py, T: Element> {
+    x: PyReadwriteArrayDyn<'py, T>,
+    grad: PyReadonlyArrayDyn<'py, T>,
+    states: Vec<PyReadwriteArrayDyn<'py, T>>,
+    program: PyRef<'py, Program>,
+    per_leaf: Vec<f64>,
+    update: Option<PyReadwriteArrayDyn<'py, T>>,
+}
+
+fn borrow<'py, T: Element>(index: usize, job: PyJob<'py>) -> PyResult<Borrowed<'py, T>> {
+    let (program, x, grad, states, per_leaf, update) = job;
+    let array = |what: &str, a: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+        a.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
+            PyTypeError::new_err(format!("job {index}: {what} is not an array of the parameter's dtype"))
+        })
+    };
+    let context = |e: PyErr| PyValueError::new_err(format!("job {index}: {e}"));
+    Ok(Borrowed {
+        x: array("the parameter", &x)?.try_readwrite().map_err(|e| context(e.into()))?,
+        grad: array("the gradient", &grad)?.try_readonly().map_err(|e| context(e.into()))?,
+        states: states
+            .iter()
+            .map(|s| array("a state array", s)?.try_readwrite().map_err(|e| context(e.into())))
+            .collect::<PyResult<_>>()?,
+        program,
+        per_leaf,
+        update: update
+            .map(|u| array("the update buffer", &u)?.try_readwrite().map_err(|e| context(e.into())))
+            .transpose()?,
+    })
+}
+
+fn run<T: Element + Float>(py: Python<'_>, borrowed: &mut [(usize, Borrowed<'_, T>)]) -> PyResult<()> {
+    let mut index = Vec::with_capacity(borrowed.len());
+    let mut jobs = Vec::with_capacity(borrowed.len());
+    for (i, b) in borrowed.iter_mut() {
+        let contiguous = |e: numpy::AsSliceError| PyValueError::new_err(format!("job {i}: {e}"));
+        index.push(*i);
+        jobs.push(kernels::Job {
+            x: b.x.as_slice_mut().map_err(contiguous)?,
+            grad: b.grad.as_slice().map_err(contiguous)?,
+            states: b.states.iter_mut().map(|s| s.as_slice_mut().map_err(contiguous)).collect::<PyResult<_>>()?,
+            program: &b.program.inner,
+            per_leaf: &b.per_leaf,
+            update: b.update.as_mut().map(|u| u.as_slice_mut().map_err(contiguous)).transpose()?,
+        });
+    }
+    py.detach(|| kernels::step(&mut jobs)).map_err(|e| errors::with_job(e, &index))
+}
+
+/// Apply one optimisation step to every job, in place, with the GIL released.
+/// Jobs may mix float32 and float64 parameters; each job's arrays share its dtype.
+#[pyfunction]
+fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
+    let mut single = Vec::new();
+    let mut double = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let dtype = job.1.cast::<numpy::PyUntypedArray>().map(|a| a.dtype()).map_err(|_| {
+            PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
+        })?;
+        if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+            single.push((i, borrow::<f32>(i, job)?));
+        } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
+            double.push((i, borrow::<f64>(i, job)?));
+        } else {
+            return Err(PyTypeError::new_err(format!("job {i}: no kernel for dtype {dtype}")));
+        }
+    }
+    run(py, &mut single)?;
+    run(py, &mut double)
+}
+
+/// The registered elementwise rules: `(name, hyper, per_leaf, states)` each.
+#[pyfunction]
+fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
+    Kind::ALL
+        .iter()
+        .map(|k| PyTuple::new(py, [k.name().into_pyobject(py)?.into_any(), k.hyper().into_pyobject(py)?.into_any(), k.per_leaf().into_pyobject(py)?.into_any(), k.states().into_pyobject(py)?.into_any()]))
+        .collect()
+}
+
+#[pyfunction]
+fn get_num_threads() -> usize {
+    kernels::threads::num_threads()
+}
+
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    kernels::threads::set_num_threads(n).map_err(to_py)
+}
+
+/// The instruction set in use: "avx512", "avx2" or "baseline".
+#[pyfunction]
+fn get_isa() -> &'static str {
+    kernels::simd::active().name()
+}
+
+#[pyfunction]
+fn set_isa(name: &str) -> PyResult<()> {
+    let isa = kernels::simd::Isa::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown instruction set {name:?}")))?;
+    kernels::simd::set_active(isa).map_err(to_py)
+}
+
+#[pyfunction]
+fn available_isas() -> Vec<&'static str> {
+    kernels::simd::available().into_iter().map(kernels::simd::Isa::name).collect()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Program>()?;
+    m.add_function(wrap_pyfunction!(step, m)?)?;
+    m.add_function(wrap_pyfunction!(rules, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_isa, m)?)?;
+    m.add_function(wrap_pyfunction!(set_isa, m)?)?;
+    m.add_function(wrap_pyfunction!(available_isas, m)?)?;
+    errors::register(m)
+}
