@@ -65,7 +65,9 @@ def _buffer(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
-def prepare(rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool = False) -> Job:
+def prepare(
+    rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool = False
+) -> Job:
     """The kernel job for one leaf. `grad` has x's dtype and shape and does not
     overlap `x`. After the kernel and `finish`, `job.result` is the new
     parameter (or, with `want_update`, the update, or None if it was held)."""
@@ -74,7 +76,11 @@ def prepare(rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update:
     dtype = x.dtype
     work = _F32 if dtype == np.float16 else dtype
     xbuf = _buffer(x, work)
-    gbuf = grad if grad.dtype == work and grad.flags.c_contiguous else np.ascontiguousarray(grad, dtype=work)
+    gbuf = (
+        grad
+        if grad.dtype == work and grad.flags.c_contiguous
+        else np.ascontiguousarray(grad, dtype=work)
+    )
     arrays = rule._arrays(state)
     bufs = [_buffer(a, work) for a in arrays]
     update = np.empty(x.shape, dtype=work) if want_update else None
@@ -99,7 +105,9 @@ def prepare(rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update:
     return job
 
 
-def _prepare_mixed(rule: MixedPrecision, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool) -> Job:
+def _prepare_mixed(
+    rule: MixedPrecision, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool
+) -> Job:
     xT, inner_state = state
     high = np.dtype(rule.dtype)
     job = prepare(rule.rule, inner_state, xT, grad.astype(high), want_update=False)

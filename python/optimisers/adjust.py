@@ -6,8 +6,11 @@ import copy
 import numbers
 from typing import Any
 
+import numpy as np
+
 from . import tree
 from .interface import ArgumentError, Leaf, _copy_state_tree
+from .keypath import KeyPath
 from .rules import AbstractRule, MixedPrecision, OptimiserChain, RMSProp, _Rule
 
 __all__ = ["adjust", "adjust_"]
@@ -49,18 +52,25 @@ def _adjust_rule(rule: AbstractRule, fields: dict[str, Any], used: set[str]) -> 
     return new
 
 
-def _leaves(x: Any, found: dict[int, Leaf]) -> None:
+def _leaves(x: Any, found: dict[int, tuple[Leaf, KeyPath]], path: KeyPath) -> None:
     if isinstance(x, Leaf):
-        found.setdefault(id(x), x)
+        found.setdefault(id(x), (x, path))
         return
-    for _, c in tree.children(x) or ():
-        _leaves(c, found)
+    if isinstance(x, (np.ndarray, numbers.Number, np.generic)):
+        raise ArgumentError(
+            "adjust must not be applied to a model, only to the state tree from setup "
+            f"(got {type(x).__name__} at {path!r})"
+        )
+    for k, c in tree.children(x) or ():
+        _leaves(c, found, path.child(k))
 
 
-def _check_used(fields: dict[str, Any], used: set[str]) -> None:
+def _check_used(fields: dict[str, Any], used: set[str], where: str = "") -> None:
     unused = [k for k in fields if k not in used]
     if unused:
-        raise ArgumentError(f"adjust: no rule in the tree has the field(s) {', '.join(map(repr, unused))}")
+        raise ArgumentError(
+            f"adjust: no rule {where or 'given'} has the field(s) {', '.join(map(repr, unused))}"
+        )
 
 
 def adjust_(tree_: Any, eta: Any = None, **fields: Any) -> None:
@@ -69,12 +79,24 @@ def adjust_(tree_: Any, eta: Any = None, **fields: Any) -> None:
     Inside a chain each field goes to the rules that have it; a field that no
     rule has is an error, and then nothing is changed."""
     fields = _fields_of(eta, fields)
-    found: dict[int, Leaf] = {}
-    _leaves(tree_, found)
+    found: dict[int, tuple[Leaf, KeyPath]] = {}
+    _leaves(tree_, found, KeyPath())
+    if not found:
+        return  # no Leaf under tree_ (say, the state of a layer without parameters)
     used: set[str] = set()
-    new_rules = {i: _adjust_rule(leaf.rule, fields, used) for i, leaf in found.items()}
-    _check_used(fields, used)
-    for i, leaf in found.items():
+    new_rules = {}
+    for i, (leaf, path) in found.items():
+        try:
+            new_rules[i] = _adjust_rule(leaf.rule, fields, used)
+        except (TypeError, ValueError) as err:
+            err.args = (f"{err} (the rule at {path!r})",)
+            raise
+    rules = {}
+    for leaf, path in found.values():
+        rules.setdefault(type(leaf.rule).__name__, path)
+    held = ", ".join(f"{name} at {path!r}" for name, path in rules.items())
+    _check_used(fields, used, f"in the tree (it holds {held})")
+    for i, (leaf, _) in found.items():
         leaf.rule = new_rules[i]
 
 

@@ -13,7 +13,7 @@ import copy
 import numbers
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,9 @@ def setup(rule: AbstractRule, model: Any) -> Any:
     cache: dict[int, Leaf] = {}
     state = _setup(rule, model, cache, KeyPath())
     if not cache:
-        warnings.warn("setup found no trainable parameters in this model", UserWarning, stacklevel=2)
+        warnings.warn(
+            "setup found no trainable parameters in this model", UserWarning, stacklevel=2
+        )
     return state
 
 
@@ -101,9 +103,11 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
     if tree.is_parameter(x):
         if id(x) in cache:
             return cache[id(x)]
-        problem = _kernel.check_dtype(x.dtype, rule)
-        if problem is None and x.dtype.kind == "c" and _is_builtin_any(rule):
+        if x.dtype.kind == "c" and _is_builtin_any(rule):
+            # Checked first: the generic dtype advice (wrap in MixedPrecision) does not help here.
             problem = f"complex parameters are not supported by {type(rule).__name__}"
+        else:
+            problem = _kernel.check_dtype(x.dtype, rule)
         if problem is not None:
             raise TypeError(f"parameter at {path!r} has dtype {x.dtype}: {problem}")
         leaf = cache[id(x)] = Leaf(rule, rule.init(x))
@@ -144,7 +148,9 @@ def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
     if kind not in "biufc":
         raise TypeError(f"gradient {where} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape != x.shape:
-        raise ValueError(f"gradient {where} has shape {arr.shape}, but the parameter has shape {x.shape}")
+        raise ValueError(
+            f"gradient {where} has shape {arr.shape}, but the parameter has shape {x.shape}"
+        )
     if arr.dtype != x.dtype or not arr.flags.c_contiguous:
         return np.ascontiguousarray(arr, dtype=x.dtype)
     if np.may_share_memory(arr, x):
@@ -159,11 +165,25 @@ class _Entry:
     grad: np.ndarray
     path: KeyPath
     owns_grad: bool = False
+    # Distinct arrays that share this Leaf (a tie made by hand): they get x's new value.
+    others: list[tuple[np.ndarray, KeyPath]] = field(default_factory=list)
 
 
 def _children_of_grad(grad: Any, model: Any, path: KeyPath) -> Any:
     """A function from a model child's key to its gradient (None when absent)."""
     if isinstance(grad, Mapping):
+        if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
+            raise TypeError(
+                f"gradient at {path!r} should be a {type(model).__name__} like the model, "
+                f"got {type(grad).__name__}"
+            )
+        if isinstance(model, Mapping):
+            extra = [k for k, v in grad.items() if k not in model and v is not None]
+            if extra:
+                raise ValueError(
+                    f"gradient at {path!r} has key(s) {', '.join(map(repr, extra))} "
+                    f"that the model does not have"
+                )
         return lambda k: grad.get(k)
     if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
         if not isinstance(grad, (list, tuple)):
@@ -183,7 +203,9 @@ def _children_of_grad(grad: Any, model: Any, path: KeyPath) -> Any:
             )
         index = {f: i for i, f in enumerate(type(model)._fields)}
         return lambda k: grad[index[k]]
-    if isinstance(grad, (np.ndarray, numbers.Number, str, bytes, list, tuple)):
+    if isinstance(grad, (np.ndarray, numbers.Number, str, bytes, list, tuple)) and not (
+        tree._is_namedtuple(grad)
+    ):
         raise TypeError(
             f"gradient at {path!r} should mirror a {type(model).__name__}, got {type(grad).__name__}"
         )
@@ -195,25 +217,40 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
         return
     if isinstance(state, Leaf):
         if not tree.is_parameter(model):
-            raise TypeError(f"the state tree has a Leaf at {path!r} but the model has {type(model).__name__}")
+            raise TypeError(
+                f"the state tree has a Leaf at {path!r} but the model has {type(model).__name__}"
+            )
         g = _as_gradient(grad, model, path)
         entry = entries.get(id(state))
         if entry is None:
             entries[id(state)] = _Entry(state, model, g, path)
-        elif entry.owns_grad:
+            return
+        if model is not entry.x and all(model is not o for o, _ in entry.others):
+            if model.shape != entry.x.shape or model.dtype != entry.x.dtype:
+                raise ValueError(
+                    f"the Leaf at {path!r} is shared with {entry.path!r}, but the arrays there "
+                    f"differ: {model.dtype}{list(model.shape)} and "
+                    f"{entry.x.dtype}{list(entry.x.shape)}"
+                )
+            entry.others.append((model, path))
+        if entry.owns_grad:
             entry.grad += g
         else:
             entry.grad, entry.owns_grad = entry.grad + g, True
         return
     kids = tree.children(model)
     if kids is None:
-        raise TypeError(f"the state tree at {path!r} does not match the model ({type(model).__name__})")
+        raise TypeError(
+            f"the state tree at {path!r} does not match the model ({type(model).__name__})"
+        )
     grad_of = _children_of_grad(grad, model, path)
     for key, child in kids:
         try:
             child_state = tree.child(state, key)
         except (KeyError, IndexError, AttributeError):
-            raise ValueError(f"the state tree has nothing at {path.child(key)!r}; was it set up for this model?") from None
+            raise ValueError(
+                f"the state tree has nothing at {path.child(key)!r}; was it set up for this model?"
+            ) from None
         if child_state is None:
             continue
         _collect(child_state, child, grad_of(key), path.child(key), entries)
@@ -241,6 +278,12 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
         else:
             python_entries.append(e)
 
+    # Python rules run first, on copies of their state, and nothing is committed
+    # until every leaf (kernel ones too) has succeeded: a failing leaf anywhere
+    # (ClipNorm meeting inf inside a chain with a custom rule, a custom rule that
+    # raises, an update of the wrong shape) leaves every parameter and state as it was.
+    python_results = [_apply_python(e) for e in python_entries]
+
     replaced: dict[int, np.ndarray] = {}
     if kernel_jobs:
         try:
@@ -248,38 +291,78 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
         except _core.NonFiniteNormError as err:
             job, p, norm = err.args
             where = kernel_entries[job].path
-            raise ValueError(f"gradient at {where!r} has {p}-norm {norm} (ClipNorm with throw=True)") from None
+            raise ValueError(
+                f"gradient at {where!r} has {p}-norm {norm} (ClipNorm with throw=True)"
+            ) from None
         for e, job in zip(kernel_entries, kernel_jobs):
             e.leaf.state = e.leaf.rule._advance(e.leaf.state)[0]
             if job.result is not e.x:
                 replaced[id(e.x)] = job.result
 
-    for e in python_entries:
-        e.leaf.state, update = e.leaf.rule.apply(e.leaf.state, e.x, e.grad)
+    for e, new_state, update in python_results:
+        e.leaf.state = new_state
         if update is not None:
             new = _subtract(e.x, update, e.path)
             if new is not e.x:
                 replaced[id(e.x)] = new
+
+    for e in live:
+        new = replaced.get(id(e.x), e.x)
+        for other, _ in e.others:
+            if other.flags.writeable:
+                np.copyto(other, new)
+            else:
+                replaced[id(other)] = new.copy()
 
     if replaced:
         model = _replace_arrays(model, replaced)
     return state, model
 
 
-def _subtract(x: np.ndarray, update: Any, path: KeyPath) -> np.ndarray:
+def _apply_python(e: _Entry) -> tuple[Any, Any]:
+    """Run a leaf's Python rule on a copy of its state (so that a later failure
+    can leave the state as it was); return ``(new_state, checked update or None)``."""
+    try:
+        new_state, update = e.leaf.rule.apply(_copy_state(e.leaf.state), e.x, e.grad)
+    except _core.NonFiniteNormError as err:
+        _job, p, norm = err.args
+        raise ValueError(
+            f"gradient at {e.path!r} has {p}-norm {norm} (ClipNorm with throw=True)"
+        ) from None
+    if update is None:
+        return new_state, None
     update = np.asarray(update)
+    if update.dtype.kind not in "biufc" or (update.dtype.kind == "c" and e.x.dtype.kind != "c"):
+        raise TypeError(
+            f"the rule at {e.path!r} returned an update of dtype {update.dtype} "
+            f"for a parameter of dtype {e.x.dtype}"
+        )
+    try:
+        fits = np.broadcast_shapes(e.x.shape, update.shape) == e.x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"the update at {e.path!r} has shape {update.shape}, "
+            f"but the parameter has shape {e.x.shape}"
+        )
+    return new_state, update
+
+
+def _subtract(x: np.ndarray, update: np.ndarray, path: KeyPath) -> np.ndarray:
     if x.flags.writeable:
-        try:
-            np.subtract(x, update, out=x, casting="unsafe")
-            return x
-        except ValueError as e:
-            raise ValueError(f"the update at {path!r} does not fit the parameter: {e}") from None
+        np.subtract(x, update, out=x, casting="unsafe")
+        return x
     return np.asarray(x - update).astype(x.dtype, copy=False)
 
 
-def _replace_arrays(x: Any, replaced: dict[int, np.ndarray]) -> Any:
+def _replace_arrays(x: Any, replaced: dict[int, Any]) -> Any:
+    """``x`` with arrays replaced by id; ``replaced`` also memoises rebuilt
+    containers, so a container met twice (a shared layer) stays one object."""
+    if id(x) in replaced:
+        return replaced[id(x)]
     if isinstance(x, np.ndarray):
-        return replaced.get(id(x), x)
+        return x
     kids = tree.children(x)
     if kids is None:
         return x
@@ -288,7 +371,8 @@ def _replace_arrays(x: Any, replaced: dict[int, np.ndarray]) -> Any:
         c2 = _replace_arrays(c, replaced)
         if c2 is not c:
             new[k] = c2
-    return tree.rebuild(x, new)
+    out = replaced[id(x)] = tree.rebuild(x, new)
+    return out
 
 
 def update(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
@@ -327,8 +411,9 @@ def _copy_state_tree(state: Any, leaves: dict[int, Leaf]) -> Any:
     return tree.rebuild(state, new)
 
 
-def _copy_parameters(state: Any, model: Any, arrays: dict[int, np.ndarray]) -> Any:
-    """The model with every array that has a ``Leaf`` copied (ties kept)."""
+def _copy_parameters(state: Any, model: Any, arrays: dict[int, Any]) -> Any:
+    """The model with every array that has a ``Leaf`` copied (ties kept: ``arrays``
+    memoises copies, and rebuilt containers, by the id of the original)."""
     if state is None:
         return model
     if isinstance(state, Leaf):
@@ -336,6 +421,8 @@ def _copy_parameters(state: Any, model: Any, arrays: dict[int, np.ndarray]) -> A
             return model
         if id(model) not in arrays:
             arrays[id(model)] = model.copy()
+        return arrays[id(model)]
+    if id(model) in arrays:
         return arrays[id(model)]
     kids = tree.children(model)
     if kids is None:
@@ -349,7 +436,8 @@ def _copy_parameters(state: Any, model: Any, arrays: dict[int, np.ndarray]) -> A
         c2 = _copy_parameters(s, c, arrays)
         if c2 is not c:
             new[k] = c2
-    return tree.rebuild(model, new)
+    out = arrays[id(model)] = tree.rebuild(model, new)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -362,19 +450,23 @@ class ArgumentError(TypeError, ValueError):
 
 
 def _set_frozen(tree_: Any, frozen: bool, name: str) -> None:
+    leaves: list[Leaf] = []
+    _find_leaves(tree_, name, KeyPath(), leaves)  # checks the whole tree before changing any
+    for leaf in leaves:
+        leaf.frozen = frozen
+
+
+def _find_leaves(tree_: Any, name: str, path: KeyPath, leaves: list[Leaf]) -> None:
     if isinstance(tree_, Leaf):
-        tree_.frozen = frozen
+        leaves.append(tree_)
         return
     if isinstance(tree_, (np.ndarray, numbers.Number, np.generic)):
         raise ArgumentError(
             f"{name} must not be applied to a model, only to the state tree from setup "
-            f"(got {type(tree_).__name__})"
+            f"(got {type(tree_).__name__} at {path!r})"
         )
-    kids = tree.children(tree_)
-    if kids is None:
-        return
-    for _, c in kids:
-        _set_frozen(c, frozen, name)
+    for k, c in tree.children(tree_) or ():
+        _find_leaves(c, name, path.child(k), leaves)
 
 
 def freeze_(tree_: Any) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from . import _core
 
 __all__ = [
+    "AMSGrad",
     "AbstractRule",
     "AccumGrad",
     "AdaBelief",
@@ -28,7 +29,6 @@ __all__ = [
     "AdaMax",
     "Adam",
     "AdamW",
-    "AMSGrad",
     "ClipGrad",
     "ClipNorm",
     "Descent",
@@ -125,7 +125,9 @@ class _Rule(AbstractRule):
             if key in values:
                 raise TypeError(f"{name} got {key!r} twice")
             if key not in self._field_names():
-                raise TypeError(f"{name} has no field {key!r}; its fields are {self._field_names()}")
+                raise TypeError(
+                    f"{name} has no field {key!r}; its fields are {self._field_names()}"
+                )
             values[key] = value
         for field in self._fields:
             value = values.get(field.name, field.default)
@@ -374,7 +376,7 @@ class RMSProp(_Rule):
         _epsilon,
         Field("centred", False, _flag, keyword_only=True),
     )
-    _aliases = {"centered": "centred"}
+    _aliases: ClassVar[dict[str, str]] = {"centered": "centred"}
 
     def init(self, x):
         return (_zeros(x), _zeros(x) if self.centred else False)
@@ -402,7 +404,11 @@ class _Moments(_Rule):
         return (_zeros(x), _zeros(x), (_scalar(x.dtype, b1), _scalar(x.dtype, b2)))
 
     def _hyper(self, dtype):
-        return (_cast(dtype, self.eta), *(_cast(dtype, b) for b in self.beta), _eps(dtype, self.epsilon))
+        return (
+            _cast(dtype, self.eta),
+            *(_cast(dtype, b) for b in self.beta),
+            _eps(dtype, self.epsilon),
+        )
 
     def _kernel(self, dtype):
         return [(self._kernel_name, self._hyper(dtype))]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -48,8 +48,19 @@ def _registered_fields(x: Any) -> tuple[str, ...] | None:
     for cls in type(x).__mro__:
         if cls in _REGISTERED:
             fields = _REGISTERED[cls]
-            return tuple(vars(x)) if fields is None else fields
+            return _instance_attributes(x) if fields is None else fields
     return None
+
+
+def _instance_attributes(x: Any) -> tuple[str, ...]:
+    """Every instance attribute: those in ``__dict__`` and the ``__slots__`` that are set."""
+    names = list(getattr(x, "__dict__", ()))
+    for cls in type(x).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__") and name not in names and hasattr(x, name):
+                names.append(name)
+    return tuple(names)
 
 
 def _object_fields(x: Any) -> tuple[str, ...] | None:

@@ -41,21 +41,32 @@ impl<T> Job<'_, T> {
         let fail = |message: String| Err(KernelError::Shape { job, message });
         let n = self.x.len();
         if self.grad.len() != n {
-            return fail(format!("gradient has {} elements, parameter {n}", self.grad.len()));
+            return fail(format!(
+                "gradient has {} elements, parameter {n}",
+                self.grad.len()
+            ));
         }
         if self.states.len() != self.program.states() {
             let (got, want) = (self.states.len(), self.program.states());
             return fail(format!("{got} state arrays given, the rule keeps {want}"));
         }
         if let Some(u) = self.update.as_ref().filter(|u| u.len() != n) {
-            return fail(format!("update buffer has {} elements, parameter {n}", u.len()));
+            return fail(format!(
+                "update buffer has {} elements, parameter {n}",
+                u.len()
+            ));
         }
         if let Some(s) = self.states.iter().find(|s| s.len() != n) {
-            return fail(format!("a state array has {} elements, parameter {n}", s.len()));
+            return fail(format!(
+                "a state array has {} elements, parameter {n}",
+                s.len()
+            ));
         }
         if self.per_leaf.len() != self.program.per_leaf() {
             let (got, want) = (self.per_leaf.len(), self.program.per_leaf());
-            return fail(format!("{got} per-leaf scalars given, the rule needs {want}"));
+            return fail(format!(
+                "{got} per-leaf scalars given, the rule needs {want}"
+            ));
         }
         Ok(())
     }
@@ -77,7 +88,9 @@ pub fn step<T: Float>(jobs: &mut [Job<'_, T>]) -> Result<(), KernelError> {
         }
         run_pass(jobs, &mut flows, &passes);
         for (j, ((plan, flow), job)) in plans.iter().zip(&mut flows).zip(jobs.iter()).enumerate() {
-            let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else { continue };
+            let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else {
+                continue;
+            };
             if let Some(clip) = plan.norms.get(k) {
                 let dx = match flow.input {
                     Input::Grad => job.grad,
@@ -90,8 +103,11 @@ pub fn step<T: Float>(jobs: &mut [Job<'_, T>]) -> Result<(), KernelError> {
                     clip.norm(dx, false)
                 };
                 let factor = clip.factor(norm);
-                flow.scale =
-                    Some(factor.map_err(|norm| KernelError::NonFiniteNorm { job: j, p: clip.p, norm })?);
+                flow.scale = Some(factor.map_err(|norm| KernelError::NonFiniteNorm {
+                    job: j,
+                    p: clip.p,
+                    norm,
+                })?);
             }
         }
     }
@@ -123,7 +139,11 @@ struct Flow<T> {
 
 impl<T> Default for Flow<T> {
     fn default() -> Self {
-        Self { tmp: Vec::new(), input: Input::Grad, scale: None }
+        Self {
+            tmp: Vec::new(),
+            input: Input::Grad,
+            scale: None,
+        }
     }
 }
 
@@ -164,7 +184,12 @@ impl<T: Float> Flow<T> {
             self.input = Input::Tmp;
             Output::Tmp
         };
-        Some(Pass { ops, input, scale, output })
+        Some(Pass {
+            ops,
+            input,
+            scale,
+            output,
+        })
     }
 }
 
@@ -182,7 +207,11 @@ pub(crate) struct Task<'s, 't, T> {
     output: Output,
 }
 
-fn run_pass<T: Float>(jobs: &mut [Job<'_, T>], flows: &mut [Flow<T>], passes: &[Option<Pass<'_, T>>]) {
+fn run_pass<T: Float>(
+    jobs: &mut [Job<'_, T>],
+    flows: &mut [Flow<T>],
+    passes: &[Option<Pass<'_, T>>],
+) {
     struct Piece<'t, T> {
         job: usize,
         states: usize,
@@ -194,7 +223,12 @@ fn run_pass<T: Float>(jobs: &mut [Job<'_, T>], flows: &mut [Flow<T>], passes: &[
     let mut pieces = Vec::new();
     let mut states: Vec<&mut [T]> = Vec::new();
     let mut total = 0;
-    for (j, ((job, flow), pass)) in jobs.iter_mut().zip(flows.iter_mut()).zip(passes).enumerate() {
+    for (j, ((job, flow), pass)) in jobs
+        .iter_mut()
+        .zip(flows.iter_mut())
+        .zip(passes)
+        .enumerate()
+    {
         let Some(pass) = pass else { continue };
         let n = job.x.len();
         if n == 0 {
@@ -202,7 +236,11 @@ fn run_pass<T: Float>(jobs: &mut [Job<'_, T>], flows: &mut [Flow<T>], passes: &[
         }
         total += n;
         let (mut x, mut grad) = (&mut *job.x, job.grad);
-        let mut tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp { &mut flow.tmp[..] } else { &mut [][..] };
+        let mut tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp {
+            &mut flow.tmp[..]
+        } else {
+            &mut [][..]
+        };
         let mut update = match (&mut job.update, pass.output) {
             (Some(u), Output::Update) => &mut u[..],
             _ => &mut [][..],
@@ -283,7 +321,8 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
         }
         let x = &task.x[range.clone()];
         for op in task.ops {
-            op.rule.apply(x, dx, &mut task.states[op.states.clone()], &range);
+            op.rule
+                .apply(x, dx, &mut task.states[op.states.clone()], &range);
         }
         match task.output {
             Output::X => {

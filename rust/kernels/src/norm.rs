@@ -32,7 +32,11 @@ impl ClipNorm {
         }
         // Julia's `min` propagates NaN, Rust's would drop it.
         let ratio = self.omega / norm;
-        let factor = if ratio.is_nan() { ratio } else { ratio.min(1.0) };
+        let factor = if ratio.is_nan() {
+            ratio
+        } else {
+            ratio.min(1.0)
+        };
         Ok(T::from_f64(factor))
     }
 
@@ -40,11 +44,23 @@ impl ClipNorm {
     pub fn norm<T: Float>(&self, dx: &[T], parallel: bool) -> f64 {
         let p = self.p;
         if p == f64::INFINITY {
-            return reduce(dx, parallel, |b| fold(b, 0.0, |a, v| a.max(v.abs())), f64::max, 0.0);
+            return reduce(
+                dx,
+                parallel,
+                |b| fold(b, 0.0, |a, v| a.max(v.abs())),
+                f64::max,
+                0.0,
+            );
         }
         if p == f64::NEG_INFINITY {
             let init = f64::INFINITY;
-            let min = reduce(dx, parallel, |b| fold(b, init, |a, v| a.min(v.abs())), f64::min, init);
+            let min = reduce(
+                dx,
+                parallel,
+                |b| fold(b, init, |a, v| a.min(v.abs())),
+                f64::min,
+                init,
+            );
             return if dx.is_empty() { 0.0 } else { min };
         }
         if p == 0.0 {
@@ -62,13 +78,25 @@ impl ClipNorm {
                 }
             }
         };
-        let root = |s: f64| if p == 1.0 { s } else if p == 2.0 { s.sqrt() } else { s.powf(1.0 / p) };
+        let root = |s: f64| {
+            if p == 1.0 {
+                s
+            } else if p == 2.0 {
+                s.sqrt()
+            } else {
+                s.powf(1.0 / p)
+            }
+        };
         let plain = root(reduce(dx, parallel, power(1.0), |a, b| a + b, 0.0));
         if plain.is_finite() || plain.is_nan() {
             return plain;
         }
         // Overflowed: sum again relative to the largest magnitude.
-        let largest = ClipNorm { p: f64::INFINITY, ..*self }.norm(dx, parallel);
+        let largest = ClipNorm {
+            p: f64::INFINITY,
+            ..*self
+        }
+        .norm(dx, parallel);
         if !largest.is_finite() || largest == 0.0 {
             return plain;
         }
@@ -118,7 +146,11 @@ mod tests {
     use super::*;
 
     fn clip(p: f64) -> ClipNorm {
-        ClipNorm { omega: 1.0, p, throw: true }
+        ClipNorm {
+            omega: 1.0,
+            p,
+            throw: true,
+        }
     }
 
     #[test]
@@ -134,7 +166,9 @@ mod tests {
 
     #[test]
     fn norm_is_the_same_in_parallel() {
-        let v: Vec<f32> = (0..100_003).map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5).collect();
+        let v: Vec<f32> = (0..100_003)
+            .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
+            .collect();
         for p in [2.0, 1.0, 3.5, 0.0, f64::INFINITY, f64::NEG_INFINITY] {
             let serial = clip(p).norm(&v, false);
             let parallel = clip(p).norm(&v, true);
@@ -151,7 +185,11 @@ mod tests {
 
     #[test]
     fn factor_follows_julia() {
-        let c = ClipNorm { omega: 10.0, p: 2.0, throw: false };
+        let c = ClipNorm {
+            omega: 10.0,
+            p: 2.0,
+            throw: false,
+        };
         assert_eq!(c.factor::<f64>(5.0), Ok(1.0));
         assert_eq!(c.factor::<f64>(20.0), Ok(0.5));
         assert_eq!(c.factor::<f64>(0.0), Ok(1.0));

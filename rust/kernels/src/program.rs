@@ -42,7 +42,11 @@ impl Program {
                 per_leaf += kind.per_leaf();
             }
         }
-        Ok(Self { steps, states, per_leaf })
+        Ok(Self {
+            steps,
+            states,
+            per_leaf,
+        })
     }
 
     #[must_use]
@@ -78,7 +82,11 @@ impl Program {
     }
 
     pub(crate) fn bind<T: Float>(&self, per_leaf: &[f64]) -> Plan<T> {
-        let mut plan = Plan { segments: vec![Vec::new()], norms: Vec::new(), updates_x: true };
+        let mut plan = Plan {
+            segments: vec![Vec::new()],
+            norms: Vec::new(),
+            updates_x: true,
+        };
         let (mut state, mut leaf) = (0, 0);
         for step in &self.steps {
             match step {
@@ -86,7 +94,10 @@ impl Program {
                     let scalars = &per_leaf[leaf..leaf + kind.per_leaf()];
                     let rule = Bound::bind(*kind, hyper, scalars);
                     let states = state..state + kind.states();
-                    plan.segments.last_mut().expect("never empty").push(BoundOp { rule, states });
+                    plan.segments
+                        .last_mut()
+                        .expect("never empty")
+                        .push(BoundOp { rule, states });
                     (state, leaf) = (state + kind.states(), leaf + kind.per_leaf());
                     // AccumGrad before its n-th gradient: the chain stops here.
                     if *kind == Kind::AccumGrad && scalars[0] != hyper[0] {

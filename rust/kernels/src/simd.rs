@@ -28,7 +28,9 @@ impl Isa {
 
     #[must_use]
     pub fn from_name(name: &str) -> Option<Isa> {
-        [Isa::Baseline, Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.name() == name)
+        [Isa::Baseline, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .find(|i| i.name() == name)
     }
 }
 
@@ -59,7 +61,10 @@ pub fn detect() -> Isa {
 /// Every level this CPU can run, lowest first.
 #[must_use]
 pub fn available() -> Vec<Isa> {
-    [Isa::Baseline, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i <= detect()).collect()
+    [Isa::Baseline, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|&i| i <= detect())
+        .collect()
 }
 
 #[must_use]

@@ -18,7 +18,7 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 struct Pool {
     pid: u32,
     threads: usize,
-    pool: Arc<ThreadPool>,
+    workers: Arc<ThreadPool>,
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
@@ -45,7 +45,9 @@ pub fn num_threads() -> usize {
 
 pub fn set_num_threads(n: usize) -> Result<(), KernelError> {
     if n == 0 {
-        return Err(KernelError::Program("the number of threads must be at least 1".into()));
+        return Err(KernelError::Program(
+            "the number of threads must be at least 1".into(),
+        ));
     }
     THREADS.store(n, Ordering::Relaxed);
     Ok(())
@@ -54,8 +56,11 @@ pub fn set_num_threads(n: usize) -> Result<(), KernelError> {
 fn pool() -> Arc<ThreadPool> {
     let mut guard = POOL.lock().unwrap_or_else(PoisonError::into_inner);
     let (pid, threads) = (std::process::id(), num_threads());
-    if let Some(p) = guard.as_ref().filter(|p| p.pid == pid && p.threads == threads) {
-        return Arc::clone(&p.pool);
+    if let Some(p) = guard
+        .as_ref()
+        .filter(|p| p.pid == pid && p.threads == threads)
+    {
+        return Arc::clone(&p.workers);
     }
     if let Some(old) = guard.take() {
         if old.pid != pid {
@@ -71,7 +76,11 @@ fn pool() -> Arc<ThreadPool> {
             .build()
             .expect("cannot start the optimisers thread pool"),
     );
-    *guard = Some(Pool { pid, threads, pool: Arc::clone(&pool) });
+    *guard = Some(Pool {
+        pid,
+        threads,
+        workers: Arc::clone(&pool),
+    });
     pool
 }
 

@@ -14,7 +14,10 @@ create_exception!(
 );
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("NonFiniteNormError", m.py().get_type::<NonFiniteNormError>())
+    m.add(
+        "NonFiniteNormError",
+        m.py().get_type::<NonFiniteNormError>(),
+    )
 }
 
 pub fn to_py(e: KernelError) -> PyErr {
@@ -28,8 +31,15 @@ pub fn to_py(e: KernelError) -> PyErr {
 /// As `to_py`, with the kernel's job number mapped back to the caller's.
 pub fn with_job(e: KernelError, index: &[usize]) -> PyErr {
     match e {
-        KernelError::NonFiniteNorm { job, p, norm } => to_py(KernelError::NonFiniteNorm { job: index[job], p, norm }),
-        KernelError::Shape { job, message } => to_py(KernelError::Shape { job: index[job], message }),
+        KernelError::NonFiniteNorm { job, p, norm } => to_py(KernelError::NonFiniteNorm {
+            job: index[job],
+            p,
+            norm,
+        }),
+        KernelError::Shape { job, message } => to_py(KernelError::Shape {
+            job: index[job],
+            message,
+        }),
         KernelError::Program(_) => PyRuntimeError::new_err(e.to_string()),
     }
 }

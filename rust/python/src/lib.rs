@@ -1,4 +1,4 @@
-//! `optimisers._core`: the PyO3 face of the kernel crate. Extract, call, convert;
+//! `optimisers._core`: the `PyO3` face of the kernel crate. Extract, call, convert;
 //! no maths here. Errors cross into Python in `errors`.
 
 use numpy::prelude::*;
@@ -29,15 +29,19 @@ impl Program {
         let steps = steps
             .into_iter()
             .map(|(name, hyper)| match (name.as_str(), hyper.as_slice()) {
-                ("ClipNorm", &[omega, p, throw]) => {
-                    Ok(Step::ClipNorm(kernels::ClipNorm { omega, p, throw: throw != 0.0 }))
-                }
+                ("ClipNorm", &[omega, p, throw]) => Ok(Step::ClipNorm(kernels::ClipNorm {
+                    omega,
+                    p,
+                    throw: throw != 0.0,
+                })),
                 _ => Kind::from_name(&name)
                     .map(|kind| Step::Rule { kind, hyper })
                     .ok_or_else(|| PyValueError::new_err(format!("no kernel for rule {name:?}"))),
             })
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(Self { inner: kernels::Program::new(steps).map_err(to_py)? })
+        Ok(Self {
+            inner: kernels::Program::new(steps).map_err(to_py)?,
+        })
     }
 
     /// State arrays per leaf, in step order.
@@ -87,26 +91,43 @@ fn borrow<'py, T: Element>(index: usize, job: PyJob<'py>) -> PyResult<Borrowed<'
     let (program, x, grad, states, per_leaf, update) = job;
     let array = |what: &str, a: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyArrayDyn<T>>> {
         a.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
-            PyTypeError::new_err(format!("job {index}: {what} is not an array of the parameter's dtype"))
+            PyTypeError::new_err(format!(
+                "job {index}: {what} is not an array of the parameter's dtype"
+            ))
         })
     };
     let context = |e: PyErr| PyValueError::new_err(format!("job {index}: {e}"));
     Ok(Borrowed {
-        x: array("the parameter", &x)?.try_readwrite().map_err(|e| context(e.into()))?,
-        grad: array("the gradient", &grad)?.try_readonly().map_err(|e| context(e.into()))?,
+        x: array("the parameter", &x)?
+            .try_readwrite()
+            .map_err(|e| context(e.into()))?,
+        grad: array("the gradient", &grad)?
+            .try_readonly()
+            .map_err(|e| context(e.into()))?,
         states: states
             .iter()
-            .map(|s| array("a state array", s)?.try_readwrite().map_err(|e| context(e.into())))
+            .map(|s| {
+                array("a state array", s)?
+                    .try_readwrite()
+                    .map_err(|e| context(e.into()))
+            })
             .collect::<PyResult<_>>()?,
         program,
         per_leaf,
         update: update
-            .map(|u| array("the update buffer", &u)?.try_readwrite().map_err(|e| context(e.into())))
+            .map(|u| {
+                array("the update buffer", &u)?
+                    .try_readwrite()
+                    .map_err(|e| context(e.into()))
+            })
             .transpose()?,
     })
 }
 
-fn run<T: Element + Float>(py: Python<'_>, borrowed: &mut [(usize, Borrowed<'_, T>)]) -> PyResult<()> {
+fn run<T: Element + Float>(
+    py: Python<'_>,
+    borrowed: &mut [(usize, Borrowed<'_, T>)],
+) -> PyResult<()> {
     let mut index = Vec::with_capacity(borrowed.len());
     let mut jobs = Vec::with_capacity(borrowed.len());
     for (i, b) in borrowed.iter_mut() {
@@ -115,13 +136,22 @@ fn run<T: Element + Float>(py: Python<'_>, borrowed: &mut [(usize, Borrowed<'_, 
         jobs.push(kernels::Job {
             x: b.x.as_slice_mut().map_err(contiguous)?,
             grad: b.grad.as_slice().map_err(contiguous)?,
-            states: b.states.iter_mut().map(|s| s.as_slice_mut().map_err(contiguous)).collect::<PyResult<_>>()?,
+            states: b
+                .states
+                .iter_mut()
+                .map(|s| s.as_slice_mut().map_err(contiguous))
+                .collect::<PyResult<_>>()?,
             program: &b.program.inner,
             per_leaf: &b.per_leaf,
-            update: b.update.as_mut().map(|u| u.as_slice_mut().map_err(contiguous)).transpose()?,
+            update: b
+                .update
+                .as_mut()
+                .map(|u| u.as_slice_mut().map_err(contiguous))
+                .transpose()?,
         });
     }
-    py.detach(|| kernels::step(&mut jobs)).map_err(|e| errors::with_job(e, &index))
+    py.detach(|| kernels::step(&mut jobs))
+        .map_err(|e| errors::with_job(e, &index))
 }
 
 /// Apply one optimisation step to every job, in place, with the GIL released.
@@ -131,15 +161,21 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
     let mut single = Vec::new();
     let mut double = Vec::new();
     for (i, job) in jobs.into_iter().enumerate() {
-        let dtype = job.1.cast::<numpy::PyUntypedArray>().map(|a| a.dtype()).map_err(|_| {
-            PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
-        })?;
+        let dtype = job
+            .1
+            .cast::<numpy::PyUntypedArray>()
+            .map(numpy::PyUntypedArrayMethods::dtype)
+            .map_err(|_| {
+                PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
+            })?;
         if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
             single.push((i, borrow::<f32>(i, job)?));
         } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
             double.push((i, borrow::<f64>(i, job)?));
         } else {
-            return Err(PyTypeError::new_err(format!("job {i}: no kernel for dtype {dtype}")));
+            return Err(PyTypeError::new_err(format!(
+                "job {i}: no kernel for dtype {dtype}"
+            )));
         }
     }
     run(py, &mut single)?;
@@ -151,7 +187,17 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
 fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
     Kind::ALL
         .iter()
-        .map(|k| PyTuple::new(py, [k.name().into_pyobject(py)?.into_any(), k.hyper().into_pyobject(py)?.into_any(), k.per_leaf().into_pyobject(py)?.into_any(), k.states().into_pyobject(py)?.into_any()]))
+        .map(|k| {
+            PyTuple::new(
+                py,
+                [
+                    k.name().into_pyobject(py)?.into_any(),
+                    k.hyper().into_pyobject(py)?.into_any(),
+                    k.per_leaf().into_pyobject(py)?.into_any(),
+                    k.states().into_pyobject(py)?.into_any(),
+                ],
+            )
+        })
         .collect()
 }
 
@@ -180,7 +226,10 @@ fn set_isa(name: &str) -> PyResult<()> {
 
 #[pyfunction]
 fn available_isas() -> Vec<&'static str> {
-    kernels::simd::available().into_iter().map(kernels::simd::Isa::name).collect()
+    kernels::simd::available()
+        .into_iter()
+        .map(kernels::simd::Isa::name)
+        .collect()
 }
 
 #[pymodule]

@@ -20,7 +20,11 @@ impl<T: Float> Rule<T, 1> for AccumGrad<T> {
     /// The counter.
     const PER_LEAF: usize = 1;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
-        Self { n: T::from_f64(h[0]), first: leaf[0] == 1.0, last: leaf[0] == h[0] }
+        Self {
+            n: T::from_f64(h[0]),
+            first: leaf[0] == 1.0,
+            last: leaf[0] == h[0],
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [acc]: [&mut [T]; 1]) {

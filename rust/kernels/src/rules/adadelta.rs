@@ -16,7 +16,10 @@ pub struct AdaDelta<T> {
 impl<T: Float> Rule<T, 2> for AdaDelta<T> {
     const HYPER: usize = 2;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
-        Self { rho: T::from_f64(h[0]), epsilon: T::from_f64(h[1]) }
+        Self {
+            rho: T::from_f64(h[0]),
+            epsilon: T::from_f64(h[1]),
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [acc, dacc]: [&mut [T]; 2]) {

@@ -15,7 +15,10 @@ pub struct AdaGrad<T> {
 impl<T: Float> Rule<T, 1> for AdaGrad<T> {
     const HYPER: usize = 2;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
-        Self { eta: T::from_f64(h[0]), epsilon: T::from_f64(h[1]) }
+        Self {
+            eta: T::from_f64(h[0]),
+            epsilon: T::from_f64(h[1]),
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [acc]: [&mut [T]; 1]) {

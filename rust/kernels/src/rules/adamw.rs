@@ -11,7 +11,7 @@ pub struct AdamW<T> {
     pub moments: Moments<T>,
     /// λ, the weight decay.
     pub lambda: T,
-    /// Whether the decay is scaled by η (PyTorch's AdamW) or not (the paper's).
+    /// Whether the decay is scaled by η (`PyTorch`'s `AdamW`) or not (the paper's).
     pub couple: bool,
 }
 
@@ -20,7 +20,11 @@ impl<T: Float> Rule<T, 2> for AdamW<T> {
     const HYPER: usize = 6;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
-        Self { moments: Moments::bind(h, leaf), lambda: T::from_f64(h[4]), couple: h[5] != 0.0 }
+        Self {
+            moments: Moments::bind(h, leaf),
+            lambda: T::from_f64(h[4]),
+            couple: h[5] != 0.0,
+        }
     }
     #[inline(always)]
     fn apply(&self, x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {

@@ -12,7 +12,9 @@ pub struct Descent<T> {
 impl<T: Float> Rule<T, 0> for Descent<T> {
     const HYPER: usize = 1;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
-        Self { eta: T::from_f64(h[0]) }
+        Self {
+            eta: T::from_f64(h[0]),
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {

@@ -16,7 +16,10 @@ pub struct Lion<T> {
 impl<T: Float> Rule<T, 1> for Lion<T> {
     const HYPER: usize = 3;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
-        Self { eta: T::from_f64(h[0]), beta: (T::from_f64(h[1]), T::from_f64(h[2])) }
+        Self {
+            eta: T::from_f64(h[0]),
+            beta: (T::from_f64(h[1]), T::from_f64(h[2])),
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m]: [&mut [T]; 1]) {

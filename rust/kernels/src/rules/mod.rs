@@ -49,9 +49,14 @@ pub trait Rule<T: Float, const N: usize>: Copy {
 
 /// The `range` of each of the `N` state arrays in `state`.
 #[inline(always)]
-fn blocks<'s, T, const N: usize>(state: &'s mut [&mut [T]], range: &Range<usize>) -> [&'s mut [T]; N] {
+fn blocks<'s, T, const N: usize>(
+    state: &'s mut [&mut [T]],
+    range: &Range<usize>,
+) -> [&'s mut [T]; N] {
     let mut arrays = state.iter_mut();
-    std::array::from_fn(|_| &mut arrays.next().expect("state arrays checked at bind")[range.clone()])
+    std::array::from_fn(|_| {
+        &mut arrays.next().expect("state arrays checked at bind")[range.clone()]
+    })
 }
 
 macro_rules! registry {
@@ -136,6 +141,7 @@ mod names {
     pub use super::sign_decay as SignDecay;
     pub use super::weight_decay as WeightDecay;
 }
+#[allow(clippy::wildcard_imports)] // the registry names each rule by its module
 use names::*;
 
 registry! {

@@ -15,7 +15,10 @@ pub struct Nesterov<T> {
 impl<T: Float> Rule<T, 1> for Nesterov<T> {
     const HYPER: usize = 2;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
-        Self { eta: T::from_f64(h[0]), rho: T::from_f64(h[1]) }
+        Self {
+            eta: T::from_f64(h[0]),
+            rho: T::from_f64(h[1]),
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [v]: [&mut [T]; 1]) {

@@ -16,7 +16,11 @@ pub struct RmsProp<T> {
 }
 
 fn bind<T: Float>(h: &[f64]) -> RmsProp<T> {
-    RmsProp { eta: T::from_f64(h[0]), rho: T::from_f64(h[1]), epsilon: T::from_f64(h[2]) }
+    RmsProp {
+        eta: T::from_f64(h[0]),
+        rho: T::from_f64(h[1]),
+        epsilon: T::from_f64(h[2]),
+    }
 }
 
 impl<T: Float> Rule<T, 1> for RmsProp<T> {
@@ -46,7 +50,11 @@ impl<T: Float> Rule<T, 2> for RmsPropCentred<T> {
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [quad, lin]: [&mut [T]; 2]) {
-        let RmsProp { eta, rho, epsilon: eps } = self.0;
+        let RmsProp {
+            eta,
+            rho,
+            epsilon: eps,
+        } = self.0;
         let keep = T::ONE - rho;
         for ((d, q), l) in dx.iter_mut().zip(quad.iter_mut()).zip(lin.iter_mut()) {
             *q = rho * *q + keep * (*d * *d);

@@ -12,7 +12,9 @@ pub struct WeightDecay<T> {
 impl<T: Float> Rule<T, 0> for WeightDecay<T> {
     const HYPER: usize = 1;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
-        Self { lambda: T::from_f64(h[0]) }
+        Self {
+            lambda: T::from_f64(h[0]),
+        }
     }
     #[inline(always)]
     fn apply(&self, x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {

@@ -1,0 +1,51 @@
+"""Type stubs for the Rust extension `optimisers._core` (rust/python/src)."""
+
+from collections.abc import Sequence
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "NonFiniteNormError",
+    "Program",
+    "available_isas",
+    "get_isa",
+    "get_num_threads",
+    "rules",
+    "set_isa",
+    "set_num_threads",
+    "step",
+]
+
+class NonFiniteNormError(ValueError):
+    """ClipNorm(throw=True) met an infinite or NaN norm; args are (job, p, norm)."""
+
+@final
+class Program:
+    """A rule or chain as the kernels run it, built once per rule and dtype."""
+
+    def __new__(cls, steps: Sequence[tuple[str, Sequence[float]]]) -> Program: ...
+    @property
+    def states(self) -> int: ...
+    @property
+    def per_leaf(self) -> int: ...
+    @property
+    def states_before_last_norm(self) -> int: ...
+
+_Job = tuple[
+    Program,
+    npt.NDArray[np.floating],
+    npt.NDArray[np.floating],
+    Sequence[npt.NDArray[np.floating]],
+    Sequence[float],
+    npt.NDArray[np.floating] | None,
+]
+
+def step(jobs: Sequence[_Job]) -> None: ...
+def rules() -> list[tuple[str, int, int, int]]: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def get_isa() -> str: ...
+def set_isa(name: str) -> None: ...
+def available_isas() -> list[str]: ...

@@ -1,0 +1,374 @@
+//! The kernel crate on its own: every rule through `step`, checked against
+//! hand-computed values, and for the same bits however the work is split
+//! (one call per element or one for all, one thread or two, every instruction set).
+
+use optimisers_kernels::simd::{self, Isa};
+use optimisers_kernels::{step, threads, ClipNorm, Job, KernelError, Kind, Program, Step};
+
+/// Plausible hyper-parameters and per-leaf scalars for each rule.
+fn sample(kind: Kind) -> (Vec<f64>, Vec<f64>) {
+    let moments = vec![0.01, 0.9, 0.999, 1e-8];
+    let powers = vec![0.9 * 0.9, 0.999 * 0.999];
+    match kind {
+        Kind::Descent => (vec![0.1], vec![]),
+        Kind::Momentum | Kind::Nesterov => (vec![0.01, 0.9], vec![]),
+        Kind::Rprop => (vec![1e-3, 0.5, 1.2, 1e-6, 50.0], vec![]),
+        Kind::RMSProp | Kind::RMSPropCentred => (vec![1e-3, 0.9, 1e-8], vec![]),
+        Kind::Adam | Kind::AdaMax | Kind::OAdam | Kind::NAdam | Kind::AdaBelief => {
+            (moments, powers)
+        }
+        Kind::RAdam => (moments, vec![0.9f64.powi(7), 0.999f64.powi(7), 7.0]),
+        Kind::AdamW => (vec![0.01, 0.9, 0.999, 1e-8, 0.1, 1.0], powers),
+        Kind::AMSGrad => (moments, vec![]),
+        Kind::AdaGrad => (vec![0.1, 1e-8], vec![]),
+        Kind::AdaDelta => (vec![0.9, 1e-8], vec![]),
+        Kind::Lion => (vec![1e-3, 0.9, 0.99], vec![]),
+        Kind::WeightDecay | Kind::SignDecay => (vec![5e-4], vec![]),
+        Kind::ClipGrad => (vec![0.5], vec![]),
+        Kind::AccumGrad => (vec![1.0], vec![1.0]),
+    }
+}
+
+fn program(kind: Kind) -> (Program, Vec<f64>) {
+    let (hyper, per_leaf) = sample(kind);
+    (
+        Program::new(vec![Step::Rule { kind, hyper }]).unwrap(),
+        per_leaf,
+    )
+}
+
+/// Deterministic values with both signs and some zeros.
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|i| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            if i % 11 == 3 {
+                0.0
+            } else {
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            }
+        })
+        .collect()
+}
+
+struct Leaf<T> {
+    x: Vec<T>,
+    grad: Vec<T>,
+    states: Vec<Vec<T>>,
+}
+
+impl<T: optimisers_kernels::Float> Leaf<T> {
+    fn new(n: usize, states: usize, seed: u64) -> Self {
+        let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+        Self {
+            x: cast(values(n, seed)),
+            grad: cast(values(n, seed + 1)),
+            // Positive state, as second moments and step sizes are.
+            states: (0..states)
+                .map(|k| {
+                    cast(values(n, seed + 2 + k as u64))
+                        .into_iter()
+                        .map(|v| v.abs())
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    fn job<'a>(&'a mut self, program: &'a Program, per_leaf: &'a [f64]) -> Job<'a, T> {
+        Job {
+            x: &mut self.x,
+            grad: &self.grad,
+            states: self.states.iter_mut().map(Vec::as_mut_slice).collect(),
+            program,
+            per_leaf,
+            update: None,
+        }
+    }
+
+    /// The same step, one job per element.
+    fn step_elementwise(&mut self, program: &Program, per_leaf: &[f64]) {
+        let n = self.x.len();
+        let mut parts: Vec<Leaf<T>> = (0..n)
+            .map(|i| Leaf {
+                x: vec![self.x[i]],
+                grad: vec![self.grad[i]],
+                states: self.states.iter().map(|s| vec![s[i]]).collect(),
+            })
+            .collect();
+        let mut jobs: Vec<Job<T>> = parts.iter_mut().map(|p| p.job(program, per_leaf)).collect();
+        step(&mut jobs).unwrap();
+        drop(jobs);
+        for (i, p) in parts.iter().enumerate() {
+            self.x[i] = p.x[0];
+            for (s, ps) in self.states.iter_mut().zip(&p.states) {
+                s[i] = ps[0];
+            }
+        }
+    }
+}
+
+fn bits<T: optimisers_kernels::Float>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.to_f64().to_bits()).collect()
+}
+
+fn assert_same<T: optimisers_kernels::Float>(a: &Leaf<T>, b: &Leaf<T>, what: &str) {
+    assert_eq!(bits(&a.x), bits(&b.x), "{what}: parameters differ");
+    for (k, (s, t)) in a.states.iter().zip(&b.states).enumerate() {
+        assert_eq!(bits(s), bits(t), "{what}: state {k} differs");
+    }
+}
+
+fn invariance<T: optimisers_kernels::Float>() {
+    for &kind in Kind::ALL {
+        let (program, per_leaf) = program(kind);
+        for n in [0, 1, 7, 1031, 70_001, 200_003] {
+            let reference = {
+                let mut leaf = Leaf::<T>::new(n, kind.states(), n as u64);
+                threads::set_num_threads(1).unwrap();
+                step(&mut [leaf.job(&program, &per_leaf)]).unwrap();
+                leaf
+            };
+            if n <= 1031 {
+                let mut split = Leaf::<T>::new(n, kind.states(), n as u64);
+                split.step_elementwise(&program, &per_leaf);
+                assert_same(&reference, &split, &format!("{kind:?} n={n} elementwise"));
+            }
+            for isa in simd::available() {
+                simd::set_active(isa).unwrap();
+                threads::set_num_threads(2).unwrap();
+                let mut leaf = Leaf::<T>::new(n, kind.states(), n as u64);
+                step(&mut [leaf.job(&program, &per_leaf)]).unwrap();
+                assert_same(
+                    &reference,
+                    &leaf,
+                    &format!("{kind:?} n={n} {isa:?} 2 threads"),
+                );
+            }
+            simd::set_active(simd::detect()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn same_bits_however_the_work_is_split() {
+    invariance::<f32>();
+    invariance::<f64>();
+    threads::set_num_threads(2).unwrap();
+}
+
+#[test]
+fn every_isa_is_detected_in_order() {
+    let levels = simd::available();
+    assert_eq!(levels[0], Isa::Baseline);
+    assert_eq!(*levels.last().unwrap(), simd::detect());
+    assert!(simd::set_active(Isa::Baseline).is_ok());
+    simd::set_active(simd::detect()).unwrap();
+}
+
+fn run(steps: Vec<Step>, x: &mut [f64], grad: &[f64], states: &mut [Vec<f64>], per_leaf: &[f64]) {
+    let program = Program::new(steps).unwrap();
+    let mut jobs = [Job {
+        x,
+        grad,
+        states: states.iter_mut().map(Vec::as_mut_slice).collect(),
+        program: &program,
+        per_leaf,
+        update: None,
+    }];
+    step(&mut jobs).unwrap();
+}
+
+fn rule(kind: Kind, hyper: &[f64]) -> Step {
+    Step::Rule {
+        kind,
+        hyper: hyper.to_vec(),
+    }
+}
+
+fn close(a: &[f64], b: &[f64]) {
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{a:?} != {b:?}");
+    }
+}
+
+#[test]
+fn adam_first_step_matches_the_docs() {
+    // Optimisers.jl's docs: Adam(0.1) on ones(2) with gradient ones(2).
+    let (mut x, mut states) = (vec![1.0; 2], vec![vec![0.0; 2], vec![0.0; 2]]);
+    run(
+        vec![rule(Kind::Adam, &[0.1, 0.9, 0.999, 1e-8])],
+        &mut x,
+        &[1.0, 1.0],
+        &mut states,
+        &[0.9, 0.999],
+    );
+    close(&states[0], &[0.1, 0.1]);
+    close(&states[1], &[0.001, 0.001]);
+    // m̂ = 1, v̂ = 1: the step is η / (1 + ϵ).
+    close(&x, &[1.0 - 0.1 / (1.0 + 1e-8); 2]);
+}
+
+#[test]
+fn clip_then_descend() {
+    // OptimiserChain(ClipGrad(1.0), Descent(0.1)) on zeros(3), gradient [0.3, 1, 7].
+    let mut x = vec![0.0; 3];
+    run(
+        vec![rule(Kind::ClipGrad, &[1.0]), rule(Kind::Descent, &[0.1])],
+        &mut x,
+        &[0.3, 1.0, 7.0],
+        &mut [],
+        &[],
+    );
+    close(&x, &[-0.03, -0.1, -0.1]);
+}
+
+#[test]
+fn empty_chain_is_descent_one() {
+    let mut x = vec![1.0, 10.0, 100.0];
+    run(vec![], &mut x, &[1.0, 2.0, 3.0], &mut [], &[]);
+    close(&x, &[0.0, 8.0, 97.0]);
+}
+
+#[test]
+fn accumulate_then_apply_the_mean() {
+    // OptimiserChain(AccumGrad(2), WeightDecay(0.01), Descent(0.1)), x = [1], gradients 33 then 0.
+    let steps = || {
+        vec![
+            rule(Kind::AccumGrad, &[2.0]),
+            rule(Kind::WeightDecay, &[0.01]),
+            rule(Kind::Descent, &[0.1]),
+        ]
+    };
+    let (mut x, mut acc) = (vec![1.0], vec![vec![0.0]]);
+    run(steps(), &mut x, &[33.0], &mut acc, &[1.0]);
+    assert_eq!(x, [1.0]);
+    run(steps(), &mut x, &[0.0], &mut acc, &[2.0]);
+    close(&x, &[1.0 - 0.1 * (16.5 + 0.01)]);
+}
+
+#[test]
+fn nesterov_velocity() {
+    let (mut x, mut v) = (vec![0.0; 2], vec![vec![0.0; 2]]);
+    run(
+        vec![rule(Kind::Nesterov, &[0.001, 0.9])],
+        &mut x,
+        &[16.0, 88.0],
+        &mut v,
+        &[],
+    );
+    close(&v[0], &[-0.016, -0.088]);
+    close(&x, &[-1.9 * 0.016, -1.9 * 0.088]);
+}
+
+#[test]
+fn clip_norm_scales_to_omega_for_each_p() {
+    let grad = [3.0, -4.0, 0.0];
+    for (p, norm) in [(2.0, 5.0), (1.0, 7.0), (f64::INFINITY, 4.0), (0.0, 2.0)] {
+        let mut x = vec![0.0; 3];
+        let clip = Step::ClipNorm(ClipNorm {
+            omega: 1.0,
+            p,
+            throw: true,
+        });
+        run(vec![clip], &mut x, &grad, &mut [], &[]);
+        close(&x, &grad.map(|g| -g / norm));
+    }
+}
+
+#[test]
+fn norm_after_a_rule_and_between_rules() {
+    // WeightDecay(1) turns dx into dx + x, then the norm of that is clipped to 1, then Descent(0.5).
+    let steps = vec![
+        rule(Kind::WeightDecay, &[1.0]),
+        Step::ClipNorm(ClipNorm {
+            omega: 1.0,
+            p: 2.0,
+            throw: true,
+        }),
+        rule(Kind::Descent, &[0.5]),
+    ];
+    let mut x = vec![1.0, 1.0];
+    run(steps, &mut x, &[2.0, 3.0], &mut [], &[]);
+    let (a, b) = (3.0, 4.0);
+    close(&x, &[1.0 - 0.5 * a / 5.0, 1.0 - 0.5 * b / 5.0]);
+}
+
+#[test]
+fn failing_norm_writes_no_parameter() {
+    let plain = Program::new(vec![rule(Kind::Descent, &[0.1])]).unwrap();
+    let clipped = Program::new(vec![Step::ClipNorm(ClipNorm {
+        omega: 1.0,
+        p: 2.0,
+        throw: true,
+    })])
+    .unwrap();
+    let (mut a, mut b) = (vec![1.0; 4], vec![1.0; 4]);
+    let mut jobs = [
+        Job {
+            x: &mut a,
+            grad: &[1.0; 4],
+            states: vec![],
+            program: &plain,
+            per_leaf: &[],
+            update: None,
+        },
+        Job {
+            x: &mut b,
+            grad: &[1.0, f64::NAN, 0.0, 0.0],
+            states: vec![],
+            program: &clipped,
+            per_leaf: &[],
+            update: None,
+        },
+    ];
+    let err = step(&mut jobs).unwrap_err();
+    assert!(
+        matches!(err, KernelError::NonFiniteNorm { job: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(a, [1.0; 4]);
+    assert_eq!(b, [1.0; 4]);
+}
+
+#[test]
+fn update_buffer_leaves_the_parameter() {
+    let program = Program::new(vec![rule(Kind::WeightDecay, &[0.5])]).unwrap();
+    let (mut x, mut out) = (vec![2.0, 4.0], vec![0.0; 2]);
+    let mut jobs = [Job {
+        x: &mut x,
+        grad: &[1.0, 1.0],
+        states: vec![],
+        program: &program,
+        per_leaf: &[],
+        update: Some(&mut out),
+    }];
+    step(&mut jobs).unwrap();
+    assert_eq!(x, [2.0, 4.0]);
+    assert_eq!(out, [2.0, 3.0]);
+}
+
+#[test]
+fn mismatched_jobs_are_refused() {
+    let (program, per_leaf) = program(Kind::Adam);
+    let mut x = vec![0.0; 3];
+    let mut short = vec![0.0; 2];
+    let mut other = vec![0.0; 3];
+    let mut jobs = [Job {
+        x: &mut x,
+        grad: &[0.0; 3],
+        states: vec![&mut short, &mut other],
+        program: &program,
+        per_leaf: &per_leaf,
+        update: None,
+    }];
+    assert!(matches!(
+        step(&mut jobs),
+        Err(KernelError::Shape { job: 0, .. })
+    ));
+    let bad = Program::new(vec![rule(Kind::Adam, &[0.1])]);
+    assert!(matches!(bad, Err(KernelError::Program(_))));
+}
