@@ -7,6 +7,7 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
 
 from ._core import get_num_threads, set_num_threads
 from .adjust import adjust, adjust_
+from .destructure import Restructure, destructure
 from .interface import Leaf, freeze_, setup, thaw_, update, update_
 from .keypath import KeyPath, getkeypath, haskeypath
 from .rules import (
@@ -35,6 +36,7 @@ from .rules import (
     SignDecay,
     WeightDecay,
 )
+from .trainables import trainables
 from .tree import register
 
 __version__ = "0.1.0"
@@ -63,11 +65,13 @@ __all__ = [
     "OptimiserChain",
     "RAdam",
     "RMSProp",
+    "Restructure",
     "Rprop",
     "SignDecay",
     "WeightDecay",
     "adjust",
     "adjust_",
+    "destructure",
     "freeze_",
     "get_num_threads",
     "getkeypath",
@@ -76,6 +80,7 @@ __all__ = [
     "set_num_threads",
     "setup",
     "thaw_",
+    "trainables",
     "update",
     "update_",
 ]

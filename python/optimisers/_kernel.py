@@ -83,7 +83,9 @@ def prepare(
     )
     arrays = rule._arrays(state)
     bufs = [_buffer(a, work) for a in arrays]
-    update = np.empty(x.shape, dtype=work) if want_update else None
+    # Zeros, not empty: an AccumGrad that holds the update leaves it unwritten,
+    # and a float16 leaf still casts it back (garbage would warn on overflow).
+    update = np.zeros(x.shape, dtype=work) if want_update else None
     program = rule._program(dtype)
     job = Job((program, xbuf, gbuf, bufs, rule._per_leaf(state), update), program, arrays)
     for a, b in zip(arrays, bufs):

@@ -2,9 +2,10 @@
 
 One step is two walks. The first goes over state, model and gradient together,
 checks every gradient and sums the gradients of tied parameters, and writes
-nothing. The second runs every kernel leaf in one call into Rust, then the
-leaves whose rules are Python, then rebuilds the model where an array could not
-be written in place.
+nothing. The second runs the leaves whose rules are Python (on copies of their
+state), then every kernel leaf in one call into Rust, and only when all have
+succeeded commits the Python leaves' results and rebuilds the model where an
+array could not be written in place: a step that fails changes nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from . import _core, _kernel, tree
+from . import views as _views
 from .keypath import KeyPath
-from .rules import AbstractRule
+from .rules import AbstractRule, MixedPrecision
 
 __all__ = ["Leaf", "freeze_", "setup", "thaw_", "update", "update_"]
 
@@ -91,6 +93,10 @@ def setup(rule: AbstractRule, model: Any) -> Any:
     if not isinstance(rule, AbstractRule):
         raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
     cache: dict[int, Leaf] = {}
+    ties = _views.find_ties(_views.walk_parameters(model))
+    for owner_id, tied in ties.views.items():  # a NumPy view shares its parameter's Leaf
+        leaf = _setup(rule, ties.owners[owner_id], cache, ties.paths[owner_id])
+        cache.update((id(view), leaf) for view, _ in tied)
     state = _setup(rule, model, cache, KeyPath())
     if not cache:
         warnings.warn(
@@ -167,6 +173,9 @@ class _Entry:
     owns_grad: bool = False
     # Distinct arrays that share this Leaf (a tie made by hand): they get x's new value.
     others: list[tuple[np.ndarray, KeyPath]] = field(default_factory=list)
+    # Arrays from the same memory as x under this Leaf (NumPy views, see views.py),
+    # with their gradients: views.resolve moves these onto the owner after the walk.
+    views: list[tuple[np.ndarray, np.ndarray, KeyPath]] = field(default_factory=list)
 
 
 def _children_of_grad(grad: Any, model: Any, path: KeyPath) -> Any:
@@ -226,6 +235,9 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
             entries[id(state)] = _Entry(state, model, g, path)
             return
         if model is not entry.x and all(model is not o for o, _ in entry.others):
+            if _views.same_memory(model, entry.x):
+                entry.views.append((model, g, path))
+                return
             if model.shape != entry.x.shape or model.dtype != entry.x.dtype:
                 raise ValueError(
                     f"the Leaf at {path!r} is shared with {entry.path!r}, but the arrays there "
@@ -268,12 +280,27 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     """
     entries: dict[int, _Entry] = {}
     _collect(state, model, grad, KeyPath(), entries)
+    ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
 
     kernel_jobs, kernel_entries, python_entries = [], [], []
     for e in live:
         if _kernel.runs_in_kernel(e.leaf.rule, e.x.dtype):
-            kernel_jobs.append(_kernel.prepare(e.leaf.rule, e.leaf.state, e.x, e.grad))
+            try:
+                job = _kernel.prepare(e.leaf.rule, e.leaf.state, e.x, e.grad)
+            except (TypeError, IndexError, AttributeError, ValueError):
+                _check_kernel_state(e)  # a clearer error, naming the path
+                raise
+            # State arrays that do not fit the parameter must be caught here, before
+            # the call: the kernel runs float32 jobs to the end before it checks the
+            # float64 ones. (A plain loop over the job's arrays: ~0.25 µs a leaf.)
+            shape = e.x.shape
+            if isinstance(e.leaf.rule, MixedPrecision):
+                _check_kernel_state(e)
+            for arr in job.arrays:
+                if arr.shape != shape:
+                    _check_kernel_state(e)
+            kernel_jobs.append(job)
             kernel_entries.append(e)
         else:
             python_entries.append(e)
@@ -282,7 +309,7 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     # until every leaf (kernel ones too) has succeeded: a failing leaf anywhere
     # (ClipNorm meeting inf inside a chain with a custom rule, a custom rule that
     # raises, an update of the wrong shape) leaves every parameter and state as it was.
-    python_results = [_apply_python(e) for e in python_entries]
+    python_results = [(e, *_apply_python(e)) for e in python_entries]
 
     replaced: dict[int, np.ndarray] = {}
     if kernel_jobs:
@@ -294,6 +321,12 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             raise ValueError(
                 f"gradient at {where!r} has {p}-norm {norm} (ClipNorm with throw=True)"
             ) from None
+        except ValueError:
+            # The kernel's message names a job number: name the leaf's path instead
+            # if its state is the trouble (the shapes were checked above already).
+            for e in kernel_entries:
+                _check_kernel_state(e)
+            raise
         for e, job in zip(kernel_entries, kernel_jobs):
             e.leaf.state = e.leaf.rule._advance(e.leaf.state)[0]
             if job.result is not e.x:
@@ -315,8 +348,30 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
                 replaced[id(other)] = new.copy()
 
     if replaced:
+        _views.follow(replaced, ties, state, model)  # views of a new array view it too
         model = _replace_arrays(model, replaced)
     return state, model
+
+
+def _check_kernel_state(e: _Entry) -> None:
+    """Raise a clear error, naming the path, if a Leaf's state arrays do not fit
+    its parameter (a state tree set up for another model); else return."""
+    rule, state, shape = e.leaf.rule, e.leaf.state, e.x.shape
+    try:
+        if isinstance(rule, MixedPrecision):
+            arrays = [state[0], *rule.rule._arrays(state[1])]
+        else:
+            arrays = rule._arrays(state)
+        bad = next((arr for arr in arrays if arr.shape != shape), None)
+    except (TypeError, IndexError, AttributeError, ValueError):
+        raise ValueError(
+            f"the state at {e.path!r} is not a state of {rule!r}; was it set up for this model?"
+        ) from None
+    if bad is not None:
+        raise ValueError(
+            f"the state at {e.path!r} holds an array of shape {bad.shape}, but the parameter "
+            f"has shape {shape}; was the state set up for this model?"
+        )
 
 
 def _apply_python(e: _Entry) -> tuple[Any, Any]:
@@ -378,7 +433,7 @@ def _replace_arrays(x: Any, replaced: dict[int, Any]) -> Any:
 def update(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     """One optimisation step, returning ``(new_state, new_model)``; neither
     input is changed. Tied parameters stay tied in the new model."""
-    arrays: dict[int, np.ndarray] = {}
+    arrays: dict[int, np.ndarray] = _views.tied_copies(state, model)
     leaves: dict[int, Leaf] = {}
     new_state = _copy_state_tree(state, leaves)
     new_model = _copy_parameters(state, model, arrays)

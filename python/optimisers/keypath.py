@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,8 +75,12 @@ def _step(x: Any, key: Any) -> tuple[bool, Any]:
     if kids is None:
         return False, None
     for k, c in kids:
-        if k == key:
+        if k == key and isinstance(k, bool) == isinstance(key, bool):  # True is not index 1
             return True, c
+    # a named tuple may also be indexed by position
+    positional = isinstance(key, numbers.Integral) and not isinstance(key, bool)
+    if positional and tree._is_namedtuple(x) and -len(x) <= key < len(x):
+        return True, x[key]
     return False, None
 
 

@@ -148,6 +148,9 @@ class _Rule(AbstractRule):
             f"{type(self).__name__} is immutable; use optimisers.adjust to change {key!r}"
         )
 
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; cannot delete {key!r}")
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._field_names())
         return f"{type(self).__name__}({fields})"

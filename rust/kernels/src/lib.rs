@@ -5,8 +5,10 @@
 //! parameter, its gradient, its state arrays, its per-leaf scalars) and every
 //! job is updated in place, in one pass over memory per elementwise segment.
 
+pub mod bandwidth;
 pub mod error;
 pub mod exec;
+pub mod flat;
 pub mod float;
 pub mod norm;
 pub mod program;

@@ -10,7 +10,9 @@ use pyo3::types::PyTuple;
 use optimisers_kernels as kernels;
 use optimisers_kernels::{Float, Kind, Step};
 
+mod bench;
 mod errors;
+mod flat;
 
 use errors::to_py;
 
@@ -242,5 +244,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_isa, m)?)?;
     m.add_function(wrap_pyfunction!(set_isa, m)?)?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
+    bench::register(m)?;
+    flat::register(m)?;
     errors::register(m)
 }

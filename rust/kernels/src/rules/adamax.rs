@@ -21,7 +21,11 @@ impl<T: Float> Rule<T, 2> for AdaMax<T> {
         let rate = p.eta / p.correction.0;
         for ((d, m), u) in dx.iter_mut().zip(m.iter_mut()).zip(u.iter_mut()) {
             *m = b1 * *m + (T::ONE - b1) * *d;
-            *u = (b2 * *u).max_sel(d.abs());
+            // Julia's `max`: a NaN in `u` stays (a NaN in `dx` wins in `max_sel` too).
+            let (decayed, size) = (b2 * *u, d.abs());
+            #[allow(clippy::eq_op)]
+            let nan = decayed != decayed;
+            *u = if nan { decayed } else { decayed.max_sel(size) };
             *d = rate * *m / (*u + p.epsilon);
         }
     }

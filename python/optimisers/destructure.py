@@ -1,0 +1,419 @@
+"""``destructure`` and ``Restructure``: a model as one flat vector and back.
+
+``flat, re = destructure(model)`` copies every trainable parameter, once each
+(tied arrays and views of a parameter count once), in tree order, into one
+1-d array of the parameters' common dtype. ``re(flat)`` builds a model like the
+original from such a vector; ``re.flatten(grad)`` takes a gradient tree of the
+model to a flat vector in the same layout (the pullback of ``re``).
+
+The copies run in Rust, in one call with the GIL released
+(``_core.gather`` / ``_core.scatter``), for float32 and float64; other dtypes
+(float16, complex) are copied by NumPy.
+
+``re`` keeps a skeleton of the model: the model's containers with each
+parameter replaced by a small placeholder naming its slot of the flat vector,
+and everything that is not a trainable parameter kept as it was. It does not
+keep the parameters themselves alive, and it pickles.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import _core, tree
+from .keypath import KeyPath
+from .views import ViewMap, _view_map, find_ties, rebuild_view, walk_parameters
+
+__all__ = ["Restructure", "destructure"]
+
+_RUST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Slot:
+    """Placeholder in a skeleton: the parameter stored in slot ``index``."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Slot, (self.index,))
+
+    def __repr__(self) -> str:
+        return f"<slot {self.index}>"
+
+
+class _ViewSlot:
+    """Placeholder in a skeleton: a view of the parameter in slot ``index``,
+    ``geometry`` the key of its ``ViewMap`` (see ``views._view_map``)."""
+
+    __slots__ = ("geometry", "index", "writeable")
+
+    def __init__(self, index: int, geometry: tuple, writeable: bool = True) -> None:
+        self.index = index
+        self.geometry = geometry
+        self.writeable = writeable
+
+    @property
+    def map(self) -> ViewMap:
+        vm = _view_map(*self.geometry)
+        assert vm is not None
+        return vm
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ViewSlot, (self.index, self.geometry, self.writeable))
+
+    def __repr__(self) -> str:
+        return f"<view of slot {self.index}>"
+
+
+def _geometry(vm: ViewMap) -> tuple:
+    return (vm.itemsize, vm.shape, vm.strides, vm.owner_shape, vm.owner_strides, vm.offset)
+
+
+# ---------------------------------------------------------------------------
+# destructure
+
+
+def destructure(model: Any) -> tuple[np.ndarray, Restructure]:
+    """``(flat, re)``: every trainable parameter of ``model`` once, in tree
+    order, raveled (C order) into one 1-d array of their common dtype
+    (``numpy.result_type``: float32 with float64 gives float64; complex is kept),
+    and the ``Restructure`` that rebuilds the model from such a vector.
+
+    Parameters are the floating arrays that ``trainable`` lets through; an
+    array met twice, or a NumPy view of a parameter (``w.T``), counts once.
+    """
+    positions = walk_parameters(model)
+    ties = find_ties(positions)
+    slot_of: dict[int, int] = {}
+    owners: list[np.ndarray] = []
+    for _, a in positions:
+        if id(a) not in ties.owner and id(a) not in slot_of:
+            slot_of[id(a)] = len(owners)
+            owners.append(a)
+    sizes = [a.size for a in owners]
+    offsets = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
+    length = offsets[-1]
+    dtype = np.result_type(*owners) if owners else np.dtype(np.float64)
+    slots = tuple(
+        _SlotInfo(offsets[i], a.shape, a.dtype.str, _layout(a, ties)) for i, a in enumerate(owners)
+    )
+
+    flat = np.empty(length, dtype)
+    _gather(flat, [(offsets[i], a, False) for i, a in enumerate(owners)])
+
+    memo: dict[int, Any] = {}
+
+    def skeleton(x: Any) -> Any:
+        if tree.is_parameter(x):
+            if id(x) in slot_of:
+                return _Slot(slot_of[id(x)])
+            owner = ties.owner.get(id(x))
+            if owner is not None:
+                vm = ties.maps[id(x)]
+                return _ViewSlot(slot_of[id(owner)], _geometry(vm), x.flags.writeable)
+            return x  # pragma: no cover - every parameter is an owner or a view
+        kids = tree.trainable_children(x)
+        if kids is None:
+            return x
+        if id(x) in memo:
+            return memo[id(x)]
+        new = {k: skeleton(c) for k, c, trainable in kids if trainable}
+        out = memo[id(x)] = tree.rebuild(x, new)
+        return out
+
+    skel = skeleton(model)
+    return flat, Restructure(skel, slots, length, dtype, type(model).__name__)
+
+
+class _SlotInfo(tuple):
+    """``(offset, shape, dtype, layout)`` of one parameter in the flat vector;
+    ``layout`` is the parameter's strides when a view of it needs them kept
+    (a view that a C-contiguous array cannot hold), else None."""
+
+    __slots__ = ()
+
+    def __new__(cls, offset: int, shape: tuple[int, ...], dtype: str, layout: tuple[int, ...] | None) -> _SlotInfo:
+        return tuple.__new__(cls, (int(offset), tuple(shape), dtype, layout))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_SlotInfo, tuple(self))
+
+    offset = property(lambda self: self[0])
+    shape = property(lambda self: self[1])
+    dtype = property(lambda self: np.dtype(self[2]))
+    layout = property(lambda self: self[3])
+
+    @property
+    def size(self) -> int:
+        return math.prod(self[1])
+
+
+def _layout(owner: np.ndarray, ties: Any) -> tuple[int, ...] | None:
+    for view, _ in ties.views.get(id(owner), ()):
+        if ties.maps[id(view)].affine is None:
+            return owner.strides
+    return None
+
+
+def _gather(flat: np.ndarray, pieces: list[tuple[int, Any, bool]]) -> None:
+    """Write ``(offset, array or int n for n zeros, add)`` pieces into ``flat``
+    (raveled in C order), in Rust when the dtypes allow."""
+    if flat.dtype in _RUST_DTYPES:
+        given = []
+        for offset, src, add in pieces:
+            if isinstance(src, np.ndarray):
+                if src.dtype not in _RUST_DTYPES:
+                    src = src.astype(flat.dtype)
+                src = np.ascontiguousarray(src).reshape(-1)
+            given.append((offset, src, add))
+        _core.gather(flat, given)
+        return
+    for offset, src, add in pieces:
+        if isinstance(src, np.ndarray):
+            n = src.size
+            seg = flat[offset : offset + n]
+            if add:
+                np.add(seg, src.reshape(-1), out=seg, casting="unsafe")
+            else:
+                np.copyto(seg, src.reshape(-1), casting="unsafe")
+        elif not add:
+            flat[offset : offset + src] = 0
+
+
+# ---------------------------------------------------------------------------
+# Restructure
+
+
+class Restructure:
+    """What ``destructure`` returns with the flat vector: ``re(flat)`` builds a
+    new model like the original with its parameters taken from ``flat``.
+
+    - ``re(flat)`` copies: each parameter is a new array of its own dtype and
+      shape (the parameters of one dtype share one new buffer, each a view of
+      its own part of it). ``re(flat, copy=False)`` returns views into
+      ``flat`` itself wherever the parameter's dtype is ``flat``'s.
+    - Everything that is not a trainable parameter (ints, strings, functions,
+      integer arrays, fields hidden by ``trainable``) is kept as it was; tied
+      parameters come back tied, views come back as views.
+    - ``len(re)`` is the length of ``flat``; ``re.dtype`` its dtype.
+    - ``re.flatten(grad)``: a gradient tree of the model to a flat vector.
+    """
+
+    __slots__ = ("_live", "_name", "_skeleton", "_slots", "dtype", "length")
+
+    def __init__(
+        self, skeleton: Any, slots: tuple[_SlotInfo, ...], length: int, dtype: Any, name: str
+    ) -> None:
+        self._skeleton = skeleton
+        self._slots = tuple(_SlotInfo(*s) for s in slots)
+        self.length = int(length)
+        self.dtype = np.dtype(dtype)
+        self._name = name
+        self._live: set[int] | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"Restructure({self._name}, ..., {self.length})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Restructure, (self._skeleton, tuple(map(tuple, self._slots)), self.length, self.dtype.str, self._name))
+
+    # -- rebuilding ---------------------------------------------------------
+
+    def __call__(self, flat: Any, copy: bool = True) -> Any:
+        """A new model like the original, its parameters read from ``flat``
+        (a 1-d array of length ``len(self)``; ints are converted, and for a
+        real parameter the real part of a complex ``flat`` is taken)."""
+        flat = self._check_flat(flat)
+        values = self._values(flat, copy)
+        built: dict[int, np.ndarray] = {}
+
+        def fill(placeholder: Any) -> np.ndarray:
+            if isinstance(placeholder, _Slot):
+                return values[placeholder.index]
+            if id(placeholder) not in built:
+                vm = placeholder.map
+                built[id(placeholder)] = rebuild_view(
+                    vm, values[placeholder.index], "a view", placeholder.writeable
+                )
+            return built[id(placeholder)]
+
+        return self._rebuild(fill)
+
+    def _check_flat(self, flat: Any) -> np.ndarray:
+        if not isinstance(flat, np.ndarray):
+            flat = np.asarray(flat)
+        if flat.ndim != 1:
+            raise ValueError(
+                f"Restructure expects a 1-d vector of length {self.length}, got an array of shape {flat.shape}"
+            )
+        if flat.shape[0] != self.length:
+            raise ValueError(
+                f"Restructure expects a vector of length {self.length}, got length {flat.shape[0]}"
+            )
+        if flat.dtype.kind not in "biufc":
+            raise TypeError(f"Restructure expects a vector of numbers, got dtype {flat.dtype}")
+        if flat.dtype.kind in "biu":
+            flat = flat.astype(self.dtype if self.dtype.kind in "fc" else np.float64)
+        return flat
+
+    def _values(self, flat: np.ndarray, copy: bool) -> list[np.ndarray]:
+        """The new parameter arrays, by slot."""
+        values: list[np.ndarray | None] = [None] * len(self._slots)
+        by_dtype: dict[np.dtype, list[int]] = {}
+        for i, s in enumerate(self._slots):
+            if not copy and s.dtype == flat.dtype and s.layout is None:
+                values[i] = flat[s.offset : s.offset + s.size].reshape(s.shape)
+            else:
+                by_dtype.setdefault(s.dtype, []).append(i)
+        rust = flat.dtype in _RUST_DTYPES and flat.flags.c_contiguous
+        parts: list[tuple[int, np.ndarray]] = []
+        for dtype, indices in by_dtype.items():
+            buffer = np.empty(sum(self._slots[i].size for i in indices), dtype)
+            at = 0
+            for i in indices:
+                s = self._slots[i]
+                part = buffer[at : at + s.size]
+                at += s.size
+                if rust and dtype in _RUST_DTYPES:
+                    parts.append((s.offset, part))
+                else:
+                    seg = flat[s.offset : s.offset + s.size]
+                    if seg.dtype.kind == "c" and dtype.kind != "c":
+                        seg = seg.real
+                    np.copyto(part, seg, casting="unsafe")
+                values[i] = part.reshape(s.shape)
+        if parts:
+            _core.scatter(flat, parts)
+        for i, s in enumerate(self._slots):
+            if s.layout is not None:
+                values[i] = _with_strides(values[i], s.layout)
+        return values  # type: ignore[return-value]
+
+    def _rebuild(self, fill: Any) -> Any:
+        live = self._live_nodes()
+        memo: dict[int, Any] = {}
+
+        def go(x: Any) -> Any:
+            if isinstance(x, (_Slot, _ViewSlot)):
+                return fill(x)
+            if id(x) not in live:
+                return x
+            if id(x) in memo:
+                return memo[id(x)]
+            kids = tree.children(x)
+            assert kids is not None
+            new = {k: go(c) for k, c in kids if id(c) in live or isinstance(c, (_Slot, _ViewSlot))}
+            out = memo[id(x)] = tree.rebuild(x, new)
+            return out
+
+        return go(self._skeleton)
+
+    def _live_nodes(self) -> set[int]:
+        """ids of the skeleton's containers that hold a placeholder somewhere below."""
+        if self._live is None:
+            live: set[int] = set()
+
+            def mark(x: Any) -> bool:
+                if isinstance(x, (_Slot, _ViewSlot)):
+                    return True
+                if isinstance(x, np.ndarray):
+                    return False
+                kids = tree.children(x)
+                if kids is None:
+                    return False
+                found = False
+                for _, c in kids:
+                    found = mark(c) or found
+                if found:
+                    live.add(id(x))
+                return found
+
+            mark(self._skeleton)
+            self._live = live
+        return self._live
+
+    # -- gradients ----------------------------------------------------------
+
+    def flatten(self, grad: Any) -> np.ndarray:
+        """A gradient tree of the model (as ``update`` takes it) to a flat
+        vector of ``self.dtype`` in the layout of ``flat``: the pullback of
+        ``re``. Gradients of tied parameters are summed, a view's gradient is
+        mapped back onto its parameter, and ``None`` (or a missing key) counts
+        as zeros."""
+        from .interface import _children_of_grad
+
+        live = self._live_nodes()
+        direct: list[list[tuple[KeyPath, np.ndarray]]] = [[] for _ in self._slots]
+        through_views: list[tuple[_ViewSlot, np.ndarray]] = []
+
+        def go(x: Any, g: Any, path: KeyPath) -> None:
+            if g is None:
+                return
+            if isinstance(x, _Slot):
+                s = self._slots[x.index]
+                direct[x.index].append((path, self._grad_array(g, s.shape, path)))
+                return
+            if isinstance(x, _ViewSlot):
+                through_views.append((x, self._grad_array(g, x.map.shape, path)))
+                return
+            grad_of = _children_of_grad(g, x, path)
+            for k, c in tree.children(x) or ():
+                if isinstance(c, (_Slot, _ViewSlot)) or id(c) in live:
+                    go(c, grad_of(k), path.child(k))
+
+        if isinstance(self._skeleton, (_Slot, _ViewSlot)) or id(self._skeleton) in live:
+            go(self._skeleton, grad, KeyPath())
+        out = np.empty(self.length, self.dtype)
+        pieces: list[tuple[int, Any, bool]] = []
+        for s, grads in zip(self._slots, direct):
+            if not grads:
+                pieces.append((s.offset, s.size, False))
+            for j, (_, g) in enumerate(grads):
+                pieces.append((s.offset, g, j > 0))
+        _gather(out, pieces)
+        for vs, g in through_views:
+            s = self._slots[vs.index]
+            vs.map.add_into(out[s.offset : s.offset + s.size].reshape(s.shape), g)
+        return out
+
+    def _grad_array(self, g: Any, shape: tuple[int, ...], path: KeyPath) -> np.ndarray:
+        if isinstance(g, np.ndarray):
+            arr = g
+        elif isinstance(g, (numbers.Number, np.generic, list, tuple)):
+            try:
+                arr = np.asarray(g)
+            except ValueError as e:
+                raise ValueError(f"gradient at {path!r} is not a regular array: {e}") from None
+        else:
+            raise TypeError(f"gradient at {path!r} must be an array of numbers, got {type(g).__name__}")
+        kind = arr.dtype.kind
+        if kind == "c" and self.dtype.kind != "c":
+            raise TypeError(f"gradient at {path!r} is complex ({arr.dtype}) but the parameters are real")
+        if kind not in "biufc":
+            raise TypeError(f"gradient at {path!r} must hold real numbers, got dtype {arr.dtype}")
+        if arr.shape != shape:
+            raise ValueError(f"gradient at {path!r} has shape {arr.shape}, but the parameter has shape {shape}")
+        if kind in "biu" or (arr.dtype not in _RUST_DTYPES and self.dtype in _RUST_DTYPES):
+            arr = arr.astype(self.dtype)
+        return arr
+
+
+def _with_strides(values: np.ndarray, strides: tuple[int, ...]) -> np.ndarray:
+    """A new array with these strides (a dense layout) holding ``values``."""
+    shape, itemsize = values.shape, values.itemsize
+    lo = sum(s * (n - 1) for n, s in zip(shape, strides) if s < 0)
+    hi = sum(s * (n - 1) for n, s in zip(shape, strides) if s > 0)
+    memory = np.empty((hi - lo) // itemsize + 1, values.dtype)
+    out = np.ndarray(shape, values.dtype, buffer=memory, offset=-lo, strides=strides)
+    np.copyto(out, values)
+    return out

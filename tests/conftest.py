@@ -1,0 +1,159 @@
+"""Shared test configuration: the one rule table that drives the rule tests.
+
+Like optax's ``alias_test``, every rule-correctness test (tests/test_rules.py)
+runs over ``RULES``: every rule at its defaults and at non-default settings,
+the chains of Optimisers.jl's ``test/rules.jl``, ``ClipNorm`` with every kind of
+``p``, ``AccumGrad`` chains, nested and empty chains, and ``MixedPrecision``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import optimisers as o
+import pytest
+from optimisers import _core
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import oracle`
+
+Chain = o.OptimiserChain
+
+
+def rule_id(rule) -> str:
+    """A short readable pytest id: the class name and the fields that differ from
+    the defaults (``Adam()``, ``Adam(eta=0.01,beta=(0.8,0.99))``, ``Chain[...]``)."""
+    name = type(rule).__name__
+    if isinstance(rule, o.OptimiserChain):
+        return "Chain[" + ",".join(rule_id(r) for r in rule.rules) + "]"
+    if isinstance(rule, o.MixedPrecision):
+        return f"MixedPrecision[{np.dtype(rule.dtype).name},{rule_id(rule.rule)}]"
+    fields = {k: v for k, v in vars(rule).items() if not k.startswith("_")}
+    try:
+        default = {k: v for k, v in vars(type(rule)()).items() if not k.startswith("_")}
+    except TypeError:  # no default for a field (AccumGrad's n)
+        default = {}
+    shown = ",".join(f"{k}={v!r}" for k, v in fields.items() if default.get(k, ...) != v)
+    return f"{name}({shown})".replace(" ", "")
+
+
+# Non-default hyper-parameters shared by the Adam family.
+_ADAM_ARGS = (0.01, (0.8, 0.99), 1e-6)
+
+_TABLE = [
+    # --- every rule at default settings
+    o.Descent(),
+    o.Momentum(),
+    o.Nesterov(),
+    o.Rprop(),
+    o.RMSProp(),
+    o.Adam(),
+    o.RAdam(),
+    o.AdaMax(),
+    o.OAdam(),
+    o.AdaGrad(),
+    o.AdaDelta(),
+    o.AMSGrad(),
+    o.NAdam(),
+    o.AdamW(),
+    o.AdaBelief(),
+    o.Lion(),
+    o.WeightDecay(),
+    o.SignDecay(),
+    o.ClipGrad(),
+    o.ClipNorm(),
+    o.AccumGrad(3),
+    # --- every rule at non-default settings
+    o.Descent(0.5),
+    o.Momentum(0.05, 0.5),
+    o.Nesterov(0.01, 0.7),
+    o.Rprop(0.01, (0.3, 1.5), (1e-4, 0.05)),
+    o.RMSProp(0.01, 0.8, 1e-6),
+    o.RMSProp(centred=True),
+    o.RMSProp(0.01, 0.5, 1e-4, centred=True),
+    o.Adam(*_ADAM_ARGS),
+    o.RAdam(*_ADAM_ARGS),
+    o.AdaMax(*_ADAM_ARGS),
+    o.OAdam(0.01, (0.6, 0.95), 1e-6),
+    o.AdaGrad(0.05, 1e-6),
+    o.AdaDelta(0.8, 1e-6),
+    o.AMSGrad(*_ADAM_ARGS),
+    o.NAdam(*_ADAM_ARGS),
+    o.AdamW(couple=False),
+    o.AdamW(0.01, (0.8, 0.99), 0.1, 1e-6),
+    o.AdamW(0.01, (0.8, 0.99), 0.1, 1e-6, couple=False),
+    o.AdaBelief(0.01, (0.8, 0.99), 1e-10),
+    o.Lion(0.01, (0.8, 0.95)),
+    o.WeightDecay(0.1),
+    o.SignDecay(0.05),
+    o.ClipGrad(0.5),
+    o.ClipNorm(1.0, 1, throw=False),
+    o.AccumGrad(1),
+    # --- ClipNorm with every kind of p, inside chains
+    *(Chain(o.ClipNorm(0.5, p), o.Momentum(0.1)) for p in (2, 1, math.inf, -math.inf, 0, 3.5)),
+    # --- the chains of Optimisers.jl's test/rules.jl
+    Chain(o.SignDecay(0.001), o.Adam(0.001)),
+    Chain(o.ClipNorm(), o.Adam(0.001)),
+    Chain(o.ClipGrad(0.5), o.Momentum()),
+    Chain(o.WeightDecay(), o.OAdam(), o.ClipGrad(1)),
+    # --- ClipNorm in the middle, at the end, and twice (also back to back)
+    Chain(o.Momentum(0.1), o.ClipNorm(0.05), o.Descent(0.5)),
+    Chain(o.WeightDecay(0.01), o.ClipNorm(1.0, 1), o.Adam(0.01), o.ClipGrad(0.001)),
+    Chain(o.ClipNorm(1.0), o.Momentum(0.1), o.ClipNorm(0.01, math.inf)),
+    Chain(o.ClipNorm(2.0), o.ClipNorm(0.5, 1), o.Descent(1.0)),
+    # --- AccumGrad chains
+    Chain(o.AccumGrad(3), o.Adam(0.01)),
+    Chain(o.ClipGrad(0.5), o.AccumGrad(3), o.Momentum()),
+    Chain(o.AccumGrad(3), o.ClipNorm(0.5), o.Descent(0.5)),
+    Chain(o.ClipNorm(1.0), o.AccumGrad(3), o.Nesterov(0.01)),
+    Chain(o.AccumGrad(2), o.AccumGrad(3), o.Descent(0.5)),
+    # --- empty, single and nested chains
+    Chain(),
+    Chain(o.Adam()),
+    Chain(Chain(o.ClipGrad(1.0), o.Momentum()), Chain(), o.Descent(0.5)),
+    Chain(Chain(o.AccumGrad(2), Chain(o.RMSProp(centred=True))), o.WeightDecay(0.01)),
+    # --- MixedPrecision
+    o.MixedPrecision(np.float64, o.Adam()),
+    o.MixedPrecision(o.Adam()),
+    o.MixedPrecision(np.float64, Chain(o.ClipNorm(1.0), o.AccumGrad(2), o.Momentum(0.1))),
+]
+
+RULES = [pytest.param(r, id=rule_id(r)) for r in _TABLE]
+
+_ids = [p.id for p in RULES]
+assert len(set(_ids)) == len(_ids), "rule table ids must be unique"
+
+
+def is_clipnorm(rule) -> bool:
+    """Whether a ClipNorm is anywhere in the rule (its norm sums in another order)."""
+    if isinstance(rule, o.ClipNorm):
+        return True
+    if isinstance(rule, o.OptimiserChain):
+        return any(is_clipnorm(r) for r in rule.rules)
+    if isinstance(rule, o.MixedPrecision):
+        return is_clipnorm(rule.rule)
+    return False
+
+
+@pytest.fixture(params=RULES)
+def rule(request):
+    """Every entry of the rule table."""
+    return request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    """The kernel's two element types."""
+    return np.dtype(request.param)
+
+
+@pytest.fixture
+def kernel_settings():
+    """Lets a test change the kernel's thread count and instruction set, and puts
+    both back as they were afterwards."""
+    threads, isa = _core.get_num_threads(), _core.get_isa()
+    yield _core
+    _core.set_num_threads(threads)
+    _core.set_isa(isa)
