@@ -5,9 +5,14 @@ re(flat, copy=False) and re.flatten, against a memcpy of the same bytes.
 
 The model is a nested dict/list tree with torchvision's resnet50 parameter
 shapes (161 arrays, 25,557,032 numbers): conv weights, batch-norm weight and
-bias, and the final fully-connected layer. Every figure is the median of
-``--repeat`` runs (after one warm-up); the ratio column divides by the median
-of ``numpy.copyto`` between two existing arrays of the flat vector's size.
+bias, and the final fully-connected layer.
+
+The operations are timed round-robin (one run of each per round, so that all
+see the same machine), after ``--warmup`` rounds: on a virtual machine the
+first touches of fresh memory can cost many times what later ones do. Each
+figure is the median (and the minimum) over ``--repeat`` rounds; the ratio
+column divides medians by that of ``numpy.copyto`` between two existing arrays
+of the flat vector's size: one memcpy of the same bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import subprocess
 import time
 
 import numpy as np
-
 import optimisers
 from optimisers import _core
 
@@ -78,14 +82,16 @@ def nested(named: dict[str, np.ndarray]) -> dict:
     return lists(root)
 
 
-def median_ms(f, repeat: int) -> float:
-    f()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+def round_robin(ops: list, repeat: int, warmup: int) -> list[tuple[str, float, float]]:
+    """``(name, median ms, min ms)`` for each ``(name, f)`` in ``ops``, timed in rounds."""
+    times: list[list[float]] = [[] for _ in ops]
+    for r in range(warmup + repeat):
+        for (_, f), ts in zip(ops, times):
+            t0 = time.perf_counter()
+            f()
+            if r >= warmup:
+                ts.append(time.perf_counter() - t0)
+    return [(name, statistics.median(ts) * 1e3, min(ts) * 1e3) for (name, _), ts in zip(ops, times)]
 
 
 def machine() -> str:
@@ -102,6 +108,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=21)
+    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -111,16 +118,13 @@ def main() -> None:
     dtype = np.dtype(args.dtype)
     shapes = resnet50_shapes()
     rng = np.random.default_rng(0)
-    named = {
-        name: rng.standard_normal(shape, dtype=np.float32).astype(dtype) for name, shape in shapes
-    }
+
+    def random(shape: tuple[int, ...]) -> np.ndarray:
+        return rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+
+    named = {name: random(shape) for name, shape in shapes}
     model = nested(named)
-    grad = nested(
-        {
-            name: rng.standard_normal(a.shape, dtype=np.float32).astype(dtype)
-            for name, a in named.items()
-        }
-    )
+    grad = nested({name: random(a.shape) for name, a in named.items()})
     n = sum(a.size for a in named.values())
     assert len(shapes) == 161 and n == 25_557_032, (len(shapes), n)
 
@@ -128,22 +132,20 @@ def main() -> None:
     src, dst = flat.copy(), np.empty_like(flat)
     np.copyto(dst, src)
 
-    rows = []
-    t_memcpy = median_ms(lambda: np.copyto(dst, src), args.repeat)
-    rows.append(("memcpy: numpy.copyto into an existing array", t_memcpy))
-    rows.append(("memcpy: flat.copy() (allocates)", median_ms(lambda: src.copy(), args.repeat)))
-    rows.append(
+    ops = [
+        ("memcpy: numpy.copyto into an existing array", lambda: np.copyto(dst, src)),
+        ("memcpy: flat.copy() (allocates)", lambda: src.copy()),
         (
-            "memcpy: Rust, on the pool (_core.scatter, 1 part)",
-            median_ms(lambda: _core.scatter(src, [(0, dst)]), args.repeat),
-        )
-    )
-    rows.append(
-        ("destructure(model)", median_ms(lambda: optimisers.destructure(model), args.repeat))
-    )
-    rows.append(("re(flat)", median_ms(lambda: re(flat), args.repeat)))
-    rows.append(("re(flat, copy=False)", median_ms(lambda: re(flat, copy=False), args.repeat)))
-    rows.append(("re.flatten(grad)", median_ms(lambda: re.flatten(grad), args.repeat)))
+            "memcpy: Rust on the pool, into an existing array",
+            lambda: _core.scatter(src, [(0, dst)]),
+        ),
+        ("destructure(model)", lambda: optimisers.destructure(model)),
+        ("re(flat)", lambda: re(flat)),
+        ("re(flat, copy=False)", lambda: re(flat, copy=False)),
+        ("re.flatten(grad)", lambda: re.flatten(grad)),
+    ]
+    rows = round_robin(ops, args.repeat, args.warmup)
+    t_memcpy = rows[0][1]
 
     # Check what was timed.
     back = re(flat)
@@ -153,13 +155,13 @@ def main() -> None:
     print(f"machine: {machine()}; threads: {optimisers.get_num_threads()}; numpy {np.__version__}")
     print(
         f"ResNet-50: {len(shapes)} arrays, {n:,} {dtype} = {flat.nbytes / 1e6:.1f} MB; "
-        f"median of {args.repeat}"
+        f"{args.repeat} rounds after {args.warmup} warm-up rounds"
     )
     print()
-    print(f"| {'operation':<52} | {'ms':>8} | {'× memcpy':>8} |")
-    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 10}|")
-    for name, ms in rows:
-        print(f"| {name:<52} | {ms:8.3f} | {ms / t_memcpy:8.2f} |")
+    print(f"| {'operation':<50} | {'median ms':>9} | {'min ms':>8} | {'× memcpy':>8} |")
+    print(f"|{'-' * 52}|{'-' * 11}|{'-' * 10}|{'-' * 10}|")
+    for name, med, low in rows:
+        print(f"| {name:<50} | {med:9.3f} | {low:8.3f} | {med / t_memcpy:8.2f} |")
 
 
 if __name__ == "__main__":

@@ -1009,6 +1009,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.time()
+    load_before = os.getloadavg()
     others = {}
     if args.others != "none" and _have("jax") and _have("optax"):
         import jax
@@ -1074,6 +1075,10 @@ def main(argv: list[str] | None = None) -> None:
             "",
             *(f"- {k}: {v}" for k, v in info.items()),
             f"- threads: {args.threads}",
+            "- load average (1, 5, 15 min) before the run: "
+            + ", ".join(f"{v:.2f}" for v in load_before)
+            + "; after: "
+            + ", ".join(f"{v:.2f}" for v in os.getloadavg()),
             "",
             "## Command",
             "",

@@ -13,8 +13,9 @@ import os
 import sys
 
 import numpy as np
-import optimisers as o
 import pytest
+
+import optimisers as o
 from optimisers import _core
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import oracle`

@@ -7,8 +7,9 @@ import copy
 import pickle
 
 import numpy as np
-import optimisers as opt
 import pytest
+
+import optimisers as opt
 from optimisers import Leaf
 
 

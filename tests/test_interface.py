@@ -10,8 +10,9 @@ from collections import OrderedDict, namedtuple
 from typing import Any
 
 import numpy as np
-import optimisers as opt
 import pytest
+
+import optimisers as opt
 from optimisers import Leaf
 
 # ---------------------------------------------------------------------------

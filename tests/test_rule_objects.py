@@ -11,10 +11,11 @@ import math
 import pickle
 
 import numpy as np
-import optimisers
-import optimisers as o
 import pytest
 from conftest import RULES
+
+import optimisers
+import optimisers as o
 from optimisers import _core
 
 _BETA = (0.9, 0.999)

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-import optimisers as opt
 import pytest
+
+import optimisers as opt
 from optimisers import Leaf
 
 
@@ -348,11 +349,6 @@ def test_accumgrad():
     np.testing.assert_array_equal(x, x0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the kernel runs float16 leaves in float32 arithmetic, so vt does not underflow "
-    "to 0 within the step as in Julia's Float16 Adam",
-)
 def test_float16_epsilon():
     # Optimisers.jl issue 167
     x = np.array([0.579, -0.729, 0.5493], np.float16)

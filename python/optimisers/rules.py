@@ -191,7 +191,7 @@ class _Rule(AbstractRule):
         programs = self.__dict__["_programs"]
         program = programs.get(dtype)
         if program is None:
-            program = programs[dtype] = _core.Program(self._kernel(dtype))
+            program = programs[dtype] = _core.Program(self._kernel(dtype), half=dtype == np.float16)
         return program
 
     def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:

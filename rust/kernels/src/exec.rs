@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::error::KernelError;
-use crate::float::Float;
+use crate::float::{Float, Half};
 use crate::program::{BoundOp, Plan, Program};
 use crate::{simd, threads};
 
@@ -34,6 +34,25 @@ pub struct Job<'a, T> {
     /// When given, the update is written here and `x` is left as it is
     /// (a rule's `apply`, as a chain with a Python rule needs).
     pub update: Option<&'a mut [T]>,
+}
+
+impl<'a> Job<'a, f32> {
+    /// The same job computed in float16 arithmetic (see [`Half`]): its float32
+    /// buffers hold float16 values.
+    pub fn into_half(self) -> Job<'a, Half> {
+        Job {
+            x: crate::float::as_half_mut(self.x),
+            grad: crate::float::as_half(self.grad),
+            states: self
+                .states
+                .into_iter()
+                .map(crate::float::as_half_mut)
+                .collect(),
+            program: self.program,
+            per_leaf: self.per_leaf,
+            update: self.update.map(crate::float::as_half_mut),
+        }
+    }
 }
 
 impl<T> Job<'_, T> {
@@ -74,44 +93,117 @@ impl<T> Job<'_, T> {
 
 /// Apply each job's program to its leaf, in place.
 pub fn step<T: Float>(jobs: &mut [Job<'_, T>]) -> Result<(), KernelError> {
-    for (i, job) in jobs.iter().enumerate() {
-        job.check(i)?;
-    }
-    let plans: Vec<Plan<T>> = jobs.iter().map(|j| j.program.bind(j.per_leaf)).collect();
-    let stages = plans.iter().map(|p| p.segments.len()).max().unwrap_or(0);
-    let mut flows: Vec<Flow<T>> = jobs.iter().map(|_| Flow::default()).collect();
+    run_batches(&mut [&mut Batch::new(jobs, 0)?])
+}
 
+/// As [`step`], for a batch mixing element types. Errors number the jobs
+/// `single`, then `double`, then `half`. Every norm of every job is taken
+/// before any parameter is written, whatever its type.
+pub fn step_mixed(
+    single: &mut [Job<'_, f32>],
+    double: &mut [Job<'_, f64>],
+    half: &mut [Job<'_, Half>],
+) -> Result<(), KernelError> {
+    let (a, b) = (single.len(), single.len() + double.len());
+    run_batches(&mut [
+        &mut Batch::new(single, 0)?,
+        &mut Batch::new(double, a)?,
+        &mut Batch::new(half, b)?,
+    ])
+}
+
+/// Stages of all batches run in lockstep, so that every job's last segment
+/// (the only one writing parameters) comes after every norm.
+fn run_batches(batches: &mut [&mut dyn Stages]) -> Result<(), KernelError> {
+    let stages = batches.iter().map(|b| b.stages()).max().unwrap_or(0);
     for stage in 0..stages {
-        let mut passes = Vec::with_capacity(jobs.len());
-        for ((plan, flow), job) in plans.iter().zip(&mut flows).zip(jobs.iter()) {
-            passes.push(flow.pass(plan, stage + plan.segments.len(), stages, job));
+        for b in batches.iter_mut() {
+            b.pass(stage, stages);
         }
-        run_pass(jobs, &mut flows, &passes);
-        for (j, ((plan, flow), job)) in plans.iter().zip(&mut flows).zip(jobs.iter()).enumerate() {
-            let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else {
-                continue;
-            };
-            if let Some(clip) = plan.norms.get(k) {
-                let dx = match flow.input {
-                    Input::Grad => job.grad,
-                    Input::Tmp => &flow.tmp,
-                };
-                let parallel = dx.len() >= PARALLEL_MIN && threads::num_threads() > 1;
-                let norm = if parallel {
-                    threads::install(|| clip.norm(dx, true))
-                } else {
-                    clip.norm(dx, false)
-                };
-                let factor = clip.factor(norm);
-                flow.scale = Some(factor.map_err(|norm| KernelError::NonFiniteNorm {
-                    job: j,
-                    p: clip.p,
-                    norm,
-                })?);
-            }
+        for b in batches.iter_mut() {
+            b.norms(stage, stages)?;
         }
     }
     Ok(())
+}
+
+trait Stages {
+    fn stages(&self) -> usize;
+    fn pass(&mut self, stage: usize, stages: usize);
+    fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError>;
+}
+
+/// The jobs of one element type with their plans and where each update lives.
+struct Batch<'j, 'a, T> {
+    jobs: &'j mut [Job<'a, T>],
+    plans: Vec<Plan<T>>,
+    flows: Vec<Flow<T>>,
+    /// Number of this batch's first job in errors.
+    first: usize,
+}
+
+impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
+    fn new(jobs: &'j mut [Job<'a, T>], first: usize) -> Result<Self, KernelError> {
+        for (i, job) in jobs.iter().enumerate() {
+            job.check(first + i)?;
+        }
+        let plans = jobs.iter().map(|j| j.program.bind(j.per_leaf)).collect();
+        let flows = jobs.iter().map(|_| Flow::default()).collect();
+        Ok(Self {
+            jobs,
+            plans,
+            flows,
+            first,
+        })
+    }
+}
+
+impl<T: Float> Stages for Batch<'_, '_, T> {
+    fn stages(&self) -> usize {
+        self.plans
+            .iter()
+            .map(|p| p.segments.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn pass(&mut self, stage: usize, stages: usize) {
+        let mut passes = Vec::with_capacity(self.jobs.len());
+        for ((plan, flow), job) in self.plans.iter().zip(&mut self.flows).zip(self.jobs.iter()) {
+            passes.push(flow.pass(plan, stage + plan.segments.len(), stages, job));
+        }
+        run_pass(self.jobs, &mut self.flows, &passes);
+    }
+
+    fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError> {
+        let jobs = self.plans.iter().zip(&mut self.flows).zip(self.jobs.iter());
+        for (j, ((plan, flow), job)) in jobs.enumerate() {
+            let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else {
+                continue;
+            };
+            let Some(clip) = plan.norms.get(k) else {
+                continue;
+            };
+            let dx = match flow.input {
+                Input::Grad => job.grad,
+                Input::Tmp => &flow.tmp,
+            };
+            let norm = if dx.len() >= PARALLEL_MIN && threads::num_threads() > 1 {
+                threads::install(|| clip.norm(dx, true))
+            } else {
+                clip.norm(dx, false)
+            };
+            let factor = clip
+                .factor(norm)
+                .map_err(|norm| KernelError::NonFiniteNorm {
+                    job: self.first + j,
+                    p: clip.p,
+                    norm,
+                })?;
+            flow.scale = Some(factor);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,11 +15,6 @@ use crate::threads;
 
 /// Below this many elements everything runs on the calling thread.
 pub const PARALLEL_MIN: usize = 256 * 1024;
-/// From this many bytes written, plain copies use non-temporal stores (they
-/// bypass the cache: no read of the destination before it is written, and the
-/// cache is not flushed by data far larger than it). Below it the written data
-/// stays in cache for whoever reads it next.
-pub const STREAM_MIN_BYTES: usize = 8 << 20;
 /// Blocks are at least this long (elements), and a multiple of it.
 const BLOCK_ALIGN: usize = 16 * 1024;
 
@@ -78,13 +73,6 @@ impl<'a> Dst<'a> {
         self.len() == 0
     }
 
-    fn bytes(&self) -> usize {
-        match self {
-            Dst::F32(d) => std::mem::size_of_val::<[f32]>(*d),
-            Dst::F64(d) => std::mem::size_of_val::<[f64]>(*d),
-        }
-    }
-
     fn split_at(self, k: usize) -> (Dst<'a>, Dst<'a>) {
         match self {
             Dst::F32(d) => {
@@ -98,10 +86,10 @@ impl<'a> Dst<'a> {
         }
     }
 
-    fn write(&mut self, src: Src<'_>, add: bool, stream: bool) {
+    fn write(&mut self, src: Src<'_>, add: bool) {
         match self {
-            Dst::F32(d) => write(d, src, add, stream),
-            Dst::F64(d) => write(d, src, add, stream),
+            Dst::F32(d) => write(d, src, add),
+            Dst::F64(d) => write(d, src, add),
         }
     }
 }
@@ -118,7 +106,7 @@ pub struct Piece<'a> {
 /// The element types of a flat buffer, with the conversions `gather` and
 /// `scatter` need. A sum is formed in the wider of the two types and then
 /// rounded, as `flat += grad` does in `NumPy`.
-trait Elem: Copy + Send + Sync + Default + stream::Pod {
+trait Elem: Copy + Send + Sync + Default {
     fn copy_f32(dst: &mut [Self], src: &[f32]);
     fn copy_f64(dst: &mut [Self], src: &[f64]);
     fn add_f32(dst: &mut [Self], src: &[f32]);
@@ -167,15 +155,8 @@ impl Elem for f64 {
     }
 }
 
-fn write<T: Elem>(dst: &mut [T], src: Src<'_>, add: bool, stream: bool) {
+fn write<T: Elem>(dst: &mut [T], src: Src<'_>, add: bool) {
     debug_assert_eq!(dst.len(), src.len());
-    if stream && !add {
-        return match src {
-            Src::F32(s) => stream::convert(dst, s, T::copy_f32),
-            Src::F64(s) => stream::convert(dst, s, T::copy_f64),
-            Src::Zeros(_) => stream::zero(dst),
-        };
-    }
     match (src, add) {
         (Src::F32(s), false) => T::copy_f32(dst, s),
         (Src::F64(s), false) => T::copy_f64(dst, s),
@@ -239,7 +220,6 @@ pub fn gather(out: Dst<'_>, pieces: &[Piece<'_>]) -> Result<(), KernelError> {
 }
 
 fn gather_into<T: Elem>(out: &mut [T], pieces: &[&Piece<'_>], block: usize) {
-    let stream = std::mem::size_of_val::<[T]>(out) >= STREAM_MIN_BYTES;
     let run = |index: usize, chunk: &mut [T]| {
         let (start, end) = (index * block, index * block + chunk.len());
         // Ends are sorted too: pieces are disjoint or equal ranges.
@@ -249,16 +229,21 @@ fn gather_into<T: Elem>(out: &mut [T], pieces: &[&Piece<'_>], block: usize) {
                 break;
             }
             let (a, b) = (p.offset.max(start), (p.offset + p.src.len()).min(end));
-            write(&mut chunk[a - start..b - start], p.src.range(a - p.offset, b - p.offset), p.add, stream);
-        }
-        if stream {
-            stream::fence();
+            write(
+                &mut chunk[a - start..b - start],
+                p.src.range(a - p.offset, b - p.offset),
+                p.add,
+            );
         }
     };
     if block >= out.len() {
         run(0, out);
     } else {
-        threads::install(|| out.par_chunks_mut(block).enumerate().for_each(|(i, c)| run(i, c)));
+        threads::install(|| {
+            out.par_chunks_mut(block)
+                .enumerate()
+                .for_each(|(i, c)| run(i, c));
+        });
     }
 }
 
@@ -269,12 +254,17 @@ pub fn scatter(flat: Src<'_>, parts: Vec<(usize, Dst<'_>)>) -> Result<(), Kernel
     scatter_in_blocks(flat, parts, block_len(total))
 }
 
-fn scatter_in_blocks(flat: Src<'_>, parts: Vec<(usize, Dst<'_>)>, block: usize) -> Result<(), KernelError> {
+fn scatter_in_blocks(
+    flat: Src<'_>,
+    parts: Vec<(usize, Dst<'_>)>,
+    block: usize,
+) -> Result<(), KernelError> {
     if let Src::Zeros(_) = flat {
-        return Err(KernelError::Program("scatter reads from a slice, not from zeros".into()));
+        return Err(KernelError::Program(
+            "scatter reads from a slice, not from zeros".into(),
+        ));
     }
     let mut total = 0;
-    let mut bytes = 0;
     for (offset, dst) in &parts {
         if offset + dst.len() > flat.len() {
             return Err(shape_error(format!(
@@ -284,16 +274,11 @@ fn scatter_in_blocks(flat: Src<'_>, parts: Vec<(usize, Dst<'_>)>, block: usize) 
             )));
         }
         total += dst.len();
-        bytes += dst.bytes();
     }
-    let stream = bytes >= STREAM_MIN_BYTES;
     if block >= total {
         for (offset, mut dst) in parts {
             let len = dst.len();
-            dst.write(flat.range(offset, offset + len), false, stream);
-        }
-        if stream {
-            stream::fence();
+            dst.write(flat.range(offset, offset + len), false);
         }
         return Ok(());
     }
@@ -304,7 +289,10 @@ fn scatter_in_blocks(flat: Src<'_>, parts: Vec<(usize, Dst<'_>)>, block: usize) 
         while !dst.is_empty() {
             let take = dst.len().min(block - filled);
             let (head, tail) = dst.split_at(take);
-            tasks.last_mut().expect("tasks is never empty").push((flat.range(offset, offset + take), head));
+            tasks
+                .last_mut()
+                .expect("tasks is never empty")
+                .push((flat.range(offset, offset + take), head));
             (offset, dst, filled) = (offset + take, tail, filled + take);
             if filled == block {
                 tasks.push(Vec::new());
@@ -315,96 +303,11 @@ fn scatter_in_blocks(flat: Src<'_>, parts: Vec<(usize, Dst<'_>)>, block: usize) 
     threads::install(|| {
         tasks.into_par_iter().for_each(|task| {
             for (src, mut dst) in task {
-                dst.write(src, false, stream);
-            }
-            if stream {
-                stream::fence();
+                dst.write(src, false);
             }
         });
     });
     Ok(())
-}
-
-/// Writes that bypass the cache (non-temporal stores) on x86-64; plain writes elsewhere.
-mod stream {
-    /// Plain old data: any bit pattern is a value, no padding (`f32`, `f64`).
-    pub trait Pod: Copy + Default {}
-    impl Pod for f32 {}
-    impl Pod for f64 {}
-
-    /// Elements converted per round through a stack buffer.
-    const STAGE: usize = 512;
-
-    /// `convert(dst, src)` (an elementwise copy or conversion) with its
-    /// output streamed to `dst`.
-    pub fn convert<T: Pod, S: Copy>(dst: &mut [T], src: &[S], convert: fn(&mut [T], &[S])) {
-        let mut stage = [T::default(); STAGE];
-        for (d, s) in dst.chunks_mut(STAGE).zip(src.chunks(STAGE)) {
-            let stage = &mut stage[..d.len()];
-            convert(stage, s);
-            copy(d, stage);
-        }
-    }
-
-    pub fn zero<T: Pod>(dst: &mut [T]) {
-        let stage = [T::default(); STAGE];
-        for d in dst.chunks_mut(STAGE) {
-            let n = d.len();
-            copy(d, &stage[..n]);
-        }
-    }
-
-    fn bytes<T: Pod>(s: &[T]) -> &[u8] {
-        // SAFETY: `T` is plain old data (no padding, every byte initialised);
-        // the byte slice covers exactly the same memory, for the same lifetime.
-        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
-    }
-
-    fn bytes_mut<T: Pod>(s: &mut [T]) -> &mut [u8] {
-        // SAFETY: as in `bytes`; and any bytes written form valid `T`s.
-        unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
-    }
-
-    /// `dst.copy_from_slice(src)` with non-temporal stores.
-    pub fn copy<T: Pod>(dst: &mut [T], src: &[T]) {
-        copy_bytes(bytes_mut(dst), bytes(src));
-    }
-
-    /// 16-byte non-temporal stores (SSE2, on every x86-64 CPU) from the first
-    /// 16-byte-aligned byte of `dst`; the ends are copied plainly.
-    #[cfg(target_arch = "x86_64")]
-    // The load is unaligned (`loadu`); the store's pointer is aligned by construction.
-    #[allow(clippy::cast_ptr_alignment)]
-    fn copy_bytes(dst: &mut [u8], src: &[u8]) {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
-        const W: usize = 16;
-        let head = dst.as_ptr().align_offset(W).min(dst.len());
-        let body = (dst.len() - head) / W * W;
-        dst[..head].copy_from_slice(&src[..head]);
-        let (d, s) = (&mut dst[head..head + body], &src[head..head + body]);
-        for (d, s) in d.chunks_exact_mut(W).zip(s.chunks_exact(W)) {
-            // SAFETY: both chunks are 16 bytes; `d` is 16-byte aligned (the body
-            // starts aligned and advances by 16); the load is unaligned.
-            unsafe {
-                _mm_stream_si128(d.as_mut_ptr().cast::<__m128i>(), _mm_loadu_si128(s.as_ptr().cast::<__m128i>()));
-            }
-        }
-        dst[head + body..].copy_from_slice(&src[head + body..]);
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn copy_bytes(dst: &mut [u8], src: &[u8]) {
-        dst.copy_from_slice(src);
-    }
-
-    /// Order this thread's non-temporal stores before whatever follows.
-    pub fn fence() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `sfence` (SSE) is on every x86-64 CPU and only orders stores.
-        unsafe {
-            std::arch::x86_64::_mm_sfence();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -425,9 +328,21 @@ mod tests {
         let b = ramp64(2, 10.0);
         let mut out = vec![-1.0f64; 7];
         let pieces = [
-            Piece { offset: 5, src: Src::F64(&b), add: false },
-            Piece { offset: 0, src: Src::F32(&a), add: false },
-            Piece { offset: 3, src: Src::Zeros(2), add: false },
+            Piece {
+                offset: 5,
+                src: Src::F64(&b),
+                add: false,
+            },
+            Piece {
+                offset: 0,
+                src: Src::F32(&a),
+                add: false,
+            },
+            Piece {
+                offset: 3,
+                src: Src::Zeros(2),
+                add: false,
+            },
         ];
         gather(Dst::F64(&mut out), &pieces).unwrap();
         assert_eq!(out, [1.0, 2.0, 3.0, 0.0, 0.0, 10.0, 11.0]);
@@ -439,11 +354,31 @@ mod tests {
         let b = [0.5f64, 0.25];
         let mut out = vec![9.0f32; 3];
         let pieces = [
-            Piece { offset: 0, src: Src::F32(&a), add: false },
-            Piece { offset: 0, src: Src::F64(&b), add: true },
-            Piece { offset: 0, src: Src::Zeros(2), add: true },
-            Piece { offset: 2, src: Src::Zeros(1), add: false },
-            Piece { offset: 2, src: Src::F32(&a[..1]), add: true },
+            Piece {
+                offset: 0,
+                src: Src::F32(&a),
+                add: false,
+            },
+            Piece {
+                offset: 0,
+                src: Src::F64(&b),
+                add: true,
+            },
+            Piece {
+                offset: 0,
+                src: Src::Zeros(2),
+                add: true,
+            },
+            Piece {
+                offset: 2,
+                src: Src::Zeros(1),
+                add: false,
+            },
+            Piece {
+                offset: 2,
+                src: Src::F32(&a[..1]),
+                add: true,
+            },
         ];
         gather(Dst::F32(&mut out), &pieces).unwrap();
         assert_eq!(out, [1.5, 2.25, 1.0]);
@@ -453,11 +388,23 @@ mod tests {
     fn rejects_bad_pieces() {
         let a = [1.0f32, 2.0, 3.0];
         let mut out = vec![0.0f32; 4];
-        let outside = [Piece { offset: 2, src: Src::F32(&a), add: false }];
+        let outside = [Piece {
+            offset: 2,
+            src: Src::F32(&a),
+            add: false,
+        }];
         assert!(gather(Dst::F32(&mut out), &outside).is_err());
         let overlapping = [
-            Piece { offset: 0, src: Src::F32(&a), add: false },
-            Piece { offset: 1, src: Src::F32(&a), add: false },
+            Piece {
+                offset: 0,
+                src: Src::F32(&a),
+                add: false,
+            },
+            Piece {
+                offset: 1,
+                src: Src::F32(&a),
+                add: false,
+            },
         ];
         assert!(gather(Dst::F32(&mut out), &overlapping).is_err());
         let mut part = [0.0f64; 3];
@@ -466,32 +413,14 @@ mod tests {
     }
 
     #[test]
-    fn streamed_writes_at_any_alignment() {
-        let src = ramp64(2000, 0.5);
-        let src32 = ramp32(2000, 0.5);
-        for offset in 0..4 {
-            let mut d32 = vec![-1.0f32; 2008];
-            stream::convert(&mut d32[offset..offset + 1999], &src[1..2000], <f32 as Elem>::copy_f64);
-            stream::fence();
-            assert!(d32[..offset].iter().all(|&v| v == -1.0));
-            assert!(d32[offset..offset + 1999].iter().enumerate().all(|(i, &v)| v == i as f32 + 1.5));
-            assert!(d32[offset + 1999..].iter().all(|&v| v == -1.0));
-
-            let mut d64 = vec![-1.0f64; 2008];
-            stream::convert(&mut d64[offset..offset + 1999], &src32[1..2000], <f64 as Elem>::copy_f32);
-            stream::zero(&mut d64[offset + 1999..2007]);
-            stream::fence();
-            assert!(d64[offset..offset + 1999].iter().enumerate().all(|(i, &v)| v == i as f64 + 1.5));
-            assert!(d64[offset + 1999..2007].iter().all(|&v| v == 0.0));
-            assert_eq!(d64[2007], -1.0);
-        }
-    }
-
-    #[test]
     fn scatters_and_converts() {
         let flat = ramp64(6, 0.0);
         let (mut x, mut y) = ([0.0f32; 2], [0.0f64; 3]);
-        scatter(Src::F64(&flat), vec![(3, Dst::F64(&mut y)), (1, Dst::F32(&mut x))]).unwrap();
+        scatter(
+            Src::F64(&flat),
+            vec![(3, Dst::F64(&mut y)), (1, Dst::F32(&mut x))],
+        )
+        .unwrap();
         assert_eq!(x, [1.0, 2.0]);
         assert_eq!(y, [3.0, 4.0, 5.0]);
     }
@@ -499,11 +428,19 @@ mod tests {
     /// Gather and scatter over blocks of `block` elements, pieces straddling them.
     fn round_trip(sizes: &[usize], block: usize) {
         let total: usize = sizes.iter().sum();
-        let arrays: Vec<Vec<f32>> = sizes.iter().enumerate().map(|(k, &n)| ramp32(n, k as f32 * 0.5)).collect();
+        let arrays: Vec<Vec<f32>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| ramp32(n, k as f32 * 0.5))
+            .collect();
         let mut offset = 0;
         let mut pieces = Vec::new();
         for a in &arrays {
-            pieces.push(Piece { offset, src: Src::F32(a), add: false });
+            pieces.push(Piece {
+                offset,
+                src: Src::F32(a),
+                add: false,
+            });
             offset += a.len();
         }
         let mut flat = vec![0.0f64; total];
@@ -532,7 +469,10 @@ mod tests {
 
     #[test]
     fn round_trips_past_the_parallel_threshold() {
-        round_trip(&[1, 300_000, 17, 65_536, 123_457, 0, 2_000_003, 5], block_len(2_489_019));
+        round_trip(
+            &[1, 300_000, 17, 65_536, 123_457, 0, 2_000_003, 5],
+            block_len(2_489_019),
+        );
     }
 
     #[test]
@@ -542,12 +482,27 @@ mod tests {
         let g2 = vec![1.0f32; n];
         let mut flat = vec![7.0f32; n + 3];
         let pieces = [
-            Piece { offset: 3, src: Src::F64(&g1), add: false },
-            Piece { offset: 3, src: Src::F32(&g2), add: true },
-            Piece { offset: 0, src: Src::Zeros(3), add: false },
+            Piece {
+                offset: 3,
+                src: Src::F64(&g1),
+                add: false,
+            },
+            Piece {
+                offset: 3,
+                src: Src::F32(&g2),
+                add: true,
+            },
+            Piece {
+                offset: 0,
+                src: Src::Zeros(3),
+                add: false,
+            },
         ];
         gather(Dst::F32(&mut flat), &pieces).unwrap();
         assert_eq!(&flat[..3], &[0.0, 0.0, 0.0]);
-        assert!(flat[3..].iter().enumerate().all(|(i, &v)| v == (i as f64 + 1.0) as f32));
+        assert!(flat[3..]
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == (i as f64 + 1.0) as f32));
     }
 }

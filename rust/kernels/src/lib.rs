@@ -18,7 +18,7 @@ pub mod threads;
 
 pub use error::KernelError;
 pub use exec::{step, Job};
-pub use float::Float;
+pub use float::{Float, Half};
 pub use norm::ClipNorm;
 pub use program::{Program, Step};
 pub use rules::Kind;

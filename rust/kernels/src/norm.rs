@@ -47,8 +47,8 @@ impl ClipNorm {
             return reduce(
                 dx,
                 parallel,
-                |b| fold(b, 0.0, |a, v| a.max(v.abs())),
-                f64::max,
+                |b| fold(b, 0.0, |a, v| max_nan(a, v.abs())),
+                max_nan,
                 0.0,
             );
         }
@@ -57,8 +57,8 @@ impl ClipNorm {
             let min = reduce(
                 dx,
                 parallel,
-                |b| fold(b, init, |a, v| a.min(v.abs())),
-                f64::min,
+                |b| fold(b, init, |a, v| min_nan(a, v.abs())),
+                min_nan,
                 init,
             );
             return if dx.is_empty() { 0.0 } else { min };
@@ -87,20 +87,63 @@ impl ClipNorm {
                 s.powf(1.0 / p)
             }
         };
-        let plain = root(reduce(dx, parallel, power(1.0), |a, b| a + b, 0.0));
-        if plain.is_finite() || plain.is_nan() {
-            return plain;
+        let sum = |scale: f64| reduce(dx, parallel, power(scale), |a, b| a + b, 0.0);
+        if p == 2.0 {
+            // One pass; only if the squares overflow, again relative to max |dx|.
+            let plain = root(sum(1.0));
+            if plain.is_finite() || plain.is_nan() {
+                return plain;
+            }
+            let largest = self.extreme(dx, parallel, f64::INFINITY);
+            if !largest.is_finite() || largest == 0.0 {
+                return plain;
+            }
+            return largest * root(sum(largest));
         }
-        // Overflowed: sum again relative to the largest magnitude.
-        let largest = ClipNorm {
-            p: f64::INFINITY,
-            ..*self
+        if p > 1.0 || p < -1.0 {
+            // As LinearAlgebra's generic p-norm: relative to max |dx| (p > 1) or
+            // min |dx| (p < -1) when the powers would overflow or vanish.
+            let scale = self.extreme(
+                dx,
+                parallel,
+                if p > 1.0 {
+                    f64::INFINITY
+                } else {
+                    f64::NEG_INFINITY
+                },
+            );
+            if scale == 0.0 || !scale.is_finite() {
+                return scale;
+            }
+            let probe = dx.len() as f64 * scale.powf(p);
+            if probe.is_finite() && probe != 0.0 {
+                return root(sum(1.0));
+            }
+            return scale * root(sum(scale));
         }
-        .norm(dx, parallel);
-        if !largest.is_finite() || largest == 0.0 {
-            return plain;
-        }
-        largest * root(reduce(dx, parallel, power(largest), |a, b| a + b, 0.0))
+        root(sum(1.0))
+    }
+
+    /// max |dx| (`p` = ∞) or min |dx| (`p` = -∞).
+    fn extreme<T: Float>(&self, dx: &[T], parallel: bool, p: f64) -> f64 {
+        ClipNorm { p, ..*self }.norm(dx, parallel)
+    }
+}
+
+/// Julia's `max`: NaN wins (Rust's `f64::max` would drop it).
+fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+fn min_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
     }
 }
 
@@ -173,6 +216,14 @@ mod tests {
             let serial = clip(p).norm(&v, false);
             let parallel = clip(p).norm(&v, true);
             assert_eq!(serial.to_bits(), parallel.to_bits(), "p = {p}");
+        }
+    }
+
+    #[test]
+    fn nan_makes_every_norm_nan() {
+        let v = [1.0f64, f64::NAN, -3.0];
+        for p in [2.0, 1.0, 3.0, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(clip(p).norm(&v, false).is_nan(), "p = {p}");
         }
     }
 

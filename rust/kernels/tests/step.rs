@@ -157,6 +157,7 @@ fn invariance<T: optimisers_kernels::Float>() {
 fn same_bits_however_the_work_is_split() {
     invariance::<f32>();
     invariance::<f64>();
+    invariance::<optimisers_kernels::Half>();
     threads::set_num_threads(2).unwrap();
 }
 

@@ -29,22 +29,34 @@ fn context(what: &str) -> impl Fn(PyErr) -> PyErr + '_ {
 
 fn readonly<'py>(a: &Bound<'py, PyAny>, what: &str) -> PyResult<Readonly<'py>> {
     if let Ok(a) = a.cast::<PyArrayDyn<f32>>() {
-        return Ok(Readonly::F32(a.try_readonly().map_err(|e| context(what)(e.into()))?));
+        return Ok(Readonly::F32(
+            a.try_readonly().map_err(|e| context(what)(e.into()))?,
+        ));
     }
     if let Ok(a) = a.cast::<PyArrayDyn<f64>>() {
-        return Ok(Readonly::F64(a.try_readonly().map_err(|e| context(what)(e.into()))?));
+        return Ok(Readonly::F64(
+            a.try_readonly().map_err(|e| context(what)(e.into()))?,
+        ));
     }
-    Err(PyTypeError::new_err(format!("{what} must be a float32 or float64 NumPy array")))
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a float32 or float64 NumPy array"
+    )))
 }
 
 fn readwrite<'py>(a: &Bound<'py, PyAny>, what: &str) -> PyResult<Readwrite<'py>> {
     if let Ok(a) = a.cast::<PyArrayDyn<f32>>() {
-        return Ok(Readwrite::F32(a.try_readwrite().map_err(|e| context(what)(e.into()))?));
+        return Ok(Readwrite::F32(
+            a.try_readwrite().map_err(|e| context(what)(e.into()))?,
+        ));
     }
     if let Ok(a) = a.cast::<PyArrayDyn<f64>>() {
-        return Ok(Readwrite::F64(a.try_readwrite().map_err(|e| context(what)(e.into()))?));
+        return Ok(Readwrite::F64(
+            a.try_readwrite().map_err(|e| context(what)(e.into()))?,
+        ));
     }
-    Err(PyTypeError::new_err(format!("{what} must be a float32 or float64 NumPy array")))
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a float32 or float64 NumPy array"
+    )))
 }
 
 impl Readonly<'_> {
@@ -80,7 +92,11 @@ enum Given<'py> {
 /// piece over the same range wrote. Pieces cover equal or disjoint ranges;
 /// elements no piece covers are left as they were.
 #[pyfunction]
-fn gather<'py>(py: Python<'py>, out: &Bound<'py, PyAny>, pieces: Vec<(usize, Bound<'py, PyAny>, bool)>) -> PyResult<()> {
+fn gather<'py>(
+    py: Python<'py>,
+    out: &Bound<'py, PyAny>,
+    pieces: Vec<(usize, Bound<'py, PyAny>, bool)>,
+) -> PyResult<()> {
     let mut out = readwrite(out, "out")?;
     let mut given = Vec::with_capacity(pieces.len());
     for (i, (offset, src, add)) in pieces.into_iter().enumerate() {
@@ -97,7 +113,11 @@ fn gather<'py>(py: Python<'py>, out: &Bound<'py, PyAny>, pieces: Vec<(usize, Bou
             Given::Zeros(n) => Src::Zeros(*n),
             Given::Array(a) => a.src(&format!("piece {i}"))?,
         };
-        borrowed.push(Piece { offset: *offset, src, add: *add });
+        borrowed.push(Piece {
+            offset: *offset,
+            src,
+            add: *add,
+        });
     }
     let out = out.dst("out")?;
     py.detach(|| flat::gather(out, &borrowed)).map_err(to_py)
@@ -107,7 +127,11 @@ fn gather<'py>(py: Python<'py>, out: &Bound<'py, PyAny>, pieces: Vec<(usize, Bou
 /// converting to the part's dtype. `flat` and every part are C-contiguous
 /// float32 or float64 arrays, the parts writable and apart from `flat`.
 #[pyfunction]
-fn scatter<'py>(py: Python<'py>, flat: &Bound<'py, PyAny>, parts: Vec<(usize, Bound<'py, PyAny>)>) -> PyResult<()> {
+fn scatter<'py>(
+    py: Python<'py>,
+    flat: &Bound<'py, PyAny>,
+    parts: Vec<(usize, Bound<'py, PyAny>)>,
+) -> PyResult<()> {
     let flat = readonly(flat, "flat")?;
     let mut borrowed = Vec::with_capacity(parts.len());
     for (i, (offset, part)) in parts.into_iter().enumerate() {

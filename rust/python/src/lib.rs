@@ -20,14 +20,18 @@ use errors::to_py;
 #[pyclass(module = "optimisers._core", frozen)]
 struct Program {
     inner: kernels::Program,
+    /// Run in float16 arithmetic on float32 buffers (for float16 parameters).
+    half: bool,
 }
 
 #[pymethods]
 impl Program {
     /// `steps`: a list of `(name, hyper)` pairs, `hyper` a tuple of floats;
-    /// `("ClipNorm", (omega, p, throw))` for a norm.
+    /// `("ClipNorm", (omega, p, throw))` for a norm. With `half`, jobs (given as
+    /// float32 buffers) compute in float16 arithmetic, as for float16 parameters.
     #[new]
-    fn new(steps: Vec<(String, Vec<f64>)>) -> PyResult<Self> {
+    #[pyo3(signature = (steps, half = false))]
+    fn new(steps: Vec<(String, Vec<f64>)>, half: bool) -> PyResult<Self> {
         let steps = steps
             .into_iter()
             .map(|(name, hyper)| match (name.as_str(), hyper.as_slice()) {
@@ -43,7 +47,13 @@ impl Program {
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Self {
             inner: kernels::Program::new(steps).map_err(to_py)?,
+            half,
         })
+    }
+
+    #[getter]
+    fn half(&self) -> bool {
+        self.half
     }
 
     /// State arrays per leaf, in step order.
@@ -126,15 +136,12 @@ fn borrow<'py, T: Element>(index: usize, job: PyJob<'py>) -> PyResult<Borrowed<'
     })
 }
 
-fn run<T: Element + Float>(
-    py: Python<'_>,
-    borrowed: &mut [(usize, Borrowed<'_, T>)],
-) -> PyResult<()> {
-    let mut index = Vec::with_capacity(borrowed.len());
+fn kernel_jobs<'b, T: Element + Float>(
+    borrowed: &'b mut [(usize, Borrowed<'_, T>)],
+) -> PyResult<Vec<kernels::Job<'b, T>>> {
     let mut jobs = Vec::with_capacity(borrowed.len());
     for (i, b) in borrowed.iter_mut() {
         let contiguous = |e: numpy::AsSliceError| PyValueError::new_err(format!("job {i}: {e}"));
-        index.push(*i);
         jobs.push(kernels::Job {
             x: b.x.as_slice_mut().map_err(contiguous)?,
             grad: b.grad.as_slice().map_err(contiguous)?,
@@ -152,16 +159,15 @@ fn run<T: Element + Float>(
                 .transpose()?,
         });
     }
-    py.detach(|| kernels::step(&mut jobs))
-        .map_err(|e| errors::with_job(e, &index))
+    Ok(jobs)
 }
 
 /// Apply one optimisation step to every job, in place, with the GIL released.
-/// Jobs may mix float32 and float64 parameters; each job's arrays share its dtype.
+/// Jobs may mix float32 and float64 parameters (and float16 ones, as float32
+/// buffers with a `half` program); each job's arrays share its dtype.
 #[pyfunction]
 fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
-    let mut single = Vec::new();
-    let mut double = Vec::new();
+    let (mut single, mut double, mut half) = (Vec::new(), Vec::new(), Vec::new());
     for (i, job) in jobs.into_iter().enumerate() {
         let dtype = job
             .1
@@ -171,7 +177,8 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
                 PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
             })?;
         if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
-            single.push((i, borrow::<f32>(i, job)?));
+            let to = if job.0.half { &mut half } else { &mut single };
+            to.push((i, borrow::<f32>(i, job)?));
         } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
             double.push((i, borrow::<f64>(i, job)?));
         } else {
@@ -180,8 +187,21 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
             )));
         }
     }
-    run(py, &mut single)?;
-    run(py, &mut double)
+    // Kernel errors number the jobs single, then double, then half.
+    let index: Vec<usize> = single
+        .iter()
+        .map(|(i, _)| *i)
+        .chain(double.iter().map(|(i, _)| *i))
+        .chain(half.iter().map(|(i, _)| *i))
+        .collect();
+    let mut single = kernel_jobs(&mut single)?;
+    let mut double = kernel_jobs(&mut double)?;
+    let mut half: Vec<_> = kernel_jobs(&mut half)?
+        .into_iter()
+        .map(kernels::Job::into_half)
+        .collect();
+    py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut half))
+        .map_err(|e| errors::with_job(e, &index))
 }
 
 /// The registered elementwise rules: `(name, hyper, per_leaf, states)` each.
