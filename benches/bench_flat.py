@@ -24,6 +24,7 @@ import subprocess
 import time
 
 import numpy as np
+
 import optimisers
 from optimisers import _core
 
@@ -94,6 +95,14 @@ def round_robin(ops: list, repeat: int, warmup: int) -> list[tuple[str, float, f
     return [(name, statistics.median(ts) * 1e3, min(ts) * 1e3) for (name, _), ts in zip(ops, times)]
 
 
+def copy_each(flat: np.ndarray, arrays: list[np.ndarray]) -> None:
+    """What ``destructure`` does, in NumPy, into an existing vector."""
+    at = 0
+    for a in arrays:
+        flat[at : at + a.size] = a.reshape(-1)
+        at += a.size
+
+
 def machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -132,6 +141,9 @@ def main() -> None:
     src, dst = flat.copy(), np.empty_like(flat)
     np.copyto(dst, src)
 
+    arrays = list(named.values())
+    raveled = [a.reshape(-1) for a in arrays]
+
     ops = [
         ("memcpy: numpy.copyto into an existing array", lambda: np.copyto(dst, src)),
         ("memcpy: flat.copy() (allocates)", lambda: src.copy()),
@@ -139,6 +151,8 @@ def main() -> None:
             "memcpy: Rust on the pool, into an existing array",
             lambda: _core.scatter(src, [(0, dst)]),
         ),
+        ("NumPy: the 161 arrays copied into an existing flat", lambda: copy_each(dst, arrays)),
+        ("NumPy: np.concatenate of the 161 raveled arrays", lambda: np.concatenate(raveled)),
         ("destructure(model)", lambda: optimisers.destructure(model)),
         ("re(flat)", lambda: re(flat)),
         ("re(flat, copy=False)", lambda: re(flat, copy=False)),

@@ -47,8 +47,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import optimisers as o
 from numpy_rules import NumpyOptimiser
+
+import optimisers as o
 from optimisers import _core
 
 # ---------------------------------------------------------------------------
@@ -248,8 +249,8 @@ WORKLOAD_NOTES = {
 
 # (steps timed for ours, for the others): the big workloads get fewer.
 REPEATS = {
-    "flat": (15, 3),
-    "resnet50": (15, 3),
+    "flat": (10, 3),
+    "resnet50": (10, 3),
     "many": (100, 15),
     "mlp": (2000, 300),
     "cache": (300, 40),

@@ -10,9 +10,11 @@ __all__ = [
     "NonFiniteNormError",
     "Program",
     "available_isas",
+    "gather",
     "get_isa",
     "get_num_threads",
     "rules",
+    "scatter",
     "set_isa",
     "set_num_threads",
     "step",
@@ -25,7 +27,11 @@ class NonFiniteNormError(ValueError):
 class Program:
     """A rule or chain as the kernels run it, built once per rule and dtype."""
 
-    def __new__(cls, steps: Sequence[tuple[str, Sequence[float]]]) -> Program: ...
+    def __new__(
+        cls, steps: Sequence[tuple[str, Sequence[float]]], half: bool = False
+    ) -> Program: ...
+    @property
+    def half(self) -> bool: ...
     @property
     def states(self) -> int: ...
     @property
@@ -49,3 +55,14 @@ def set_num_threads(n: int) -> None: ...
 def get_isa() -> str: ...
 def set_isa(name: str) -> None: ...
 def available_isas() -> list[str]: ...
+
+# Flat vectors (destructure, Restructure): copies in Rust with the GIL released.
+_Flat = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+def gather(out: _Flat, pieces: Sequence[tuple[int, _Flat | int, bool]]) -> None:
+    """Write each ``(offset, src, add)`` into ``out`` at ``offset`` (``src`` an
+    array, converted to ``out``'s dtype, or an int n for n zeros), adding to an
+    earlier piece over the same range when ``add``."""
+
+def scatter(flat: _Flat, parts: Sequence[tuple[int, _Flat]]) -> None:
+    """Copy ``flat[offset : offset + part.size]`` into each ``(offset, part)``."""

@@ -14,7 +14,6 @@ already like that and go in as they are. The rest are staged here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -46,16 +45,18 @@ def check_dtype(dtype: np.dtype, rule: Any) -> str | None:
     )
 
 
-@dataclass
 class Job:
     """One leaf prepared for the kernel, with what must happen after it ran."""
 
-    args: tuple
-    program: Any
-    arrays: list[np.ndarray]
-    # Called after the kernel, in order; each may replace `result`.
-    after: list[Callable[[], None]] = field(default_factory=list)
-    result: np.ndarray | None = None
+    __slots__ = ("after", "args", "arrays", "program", "result")
+
+    def __init__(self, args: tuple, program: Any, arrays: list[np.ndarray], result: Any = None):
+        self.args = args
+        self.program = program
+        self.arrays = arrays
+        # Called after the kernel, in order; each may replace `result`.
+        self.after: list[Callable[[], None]] = []
+        self.result = result
 
 
 def _buffer(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -74,6 +75,12 @@ def prepare(
     if isinstance(rule, MixedPrecision):
         return _prepare_mixed(rule, state, x, grad, want_update)
     dtype = x.dtype
+    if not want_update and dtype in _KERNEL_DTYPES and x.flags.c_contiguous and x.flags.writeable:
+        # The common case, first: everything goes to the kernel as it is.
+        arrays = rule._arrays(state)
+        if all(a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable for a in arrays):
+            program = rule._program(dtype)
+            return Job((program, x, grad, arrays, rule._per_leaf(state), None), program, arrays, x)
     work = _F32 if dtype == np.float16 else dtype
     xbuf = _buffer(x, work)
     gbuf = (

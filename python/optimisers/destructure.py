@@ -116,8 +116,10 @@ def destructure(model: Any) -> tuple[np.ndarray, Restructure]:
                 return _Slot(slot_of[id(x)])
             owner = ties.owner.get(id(x))
             if owner is not None:
-                vm = ties.maps[id(x)]
-                return _ViewSlot(slot_of[id(owner)], _geometry(vm), x.flags.writeable)
+                if id(x) not in memo:  # one placeholder per view: a repeated view stays one
+                    vm = ties.maps[id(x)]
+                    memo[id(x)] = _ViewSlot(slot_of[id(owner)], _geometry(vm), x.flags.writeable)
+                return memo[id(x)]
             return x  # pragma: no cover - every parameter is an owner or a view
         kids = tree.trainable_children(x)
         if kids is None:
@@ -139,7 +141,9 @@ class _SlotInfo(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, offset: int, shape: tuple[int, ...], dtype: str, layout: tuple[int, ...] | None) -> _SlotInfo:
+    def __new__(
+        cls, offset: int, shape: tuple[int, ...], dtype: str, layout: tuple[int, ...] | None
+    ) -> _SlotInfo:
         return tuple.__new__(cls, (int(offset), tuple(shape), dtype, layout))
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -225,7 +229,16 @@ class Restructure:
         return f"Restructure({self._name}, ..., {self.length})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Restructure, (self._skeleton, tuple(map(tuple, self._slots)), self.length, self.dtype.str, self._name))
+        return (
+            Restructure,
+            (
+                self._skeleton,
+                tuple(map(tuple, self._slots)),
+                self.length,
+                self.dtype.str,
+                self._name,
+            ),
+        )
 
     # -- rebuilding ---------------------------------------------------------
 
@@ -284,7 +297,9 @@ class Restructure:
                 s = self._slots[i]
                 part = buffer[at : at + s.size]
                 at += s.size
-                if rust and dtype in _RUST_DTYPES:
+                if not s.size:
+                    pass
+                elif rust and dtype in _RUST_DTYPES:
                     parts.append((s.offset, part))
                 else:
                     seg = flat[s.offset : s.offset + s.size]
@@ -296,7 +311,9 @@ class Restructure:
             _core.scatter(flat, parts)
         for i, s in enumerate(self._slots):
             if s.layout is not None:
-                values[i] = _with_strides(values[i], s.layout)
+                dense = values[i]
+                assert dense is not None
+                values[i] = _with_strides(dense, s.layout)
         return values  # type: ignore[return-value]
 
     def _rebuild(self, fill: Any) -> Any:
@@ -395,14 +412,20 @@ class Restructure:
             except ValueError as e:
                 raise ValueError(f"gradient at {path!r} is not a regular array: {e}") from None
         else:
-            raise TypeError(f"gradient at {path!r} must be an array of numbers, got {type(g).__name__}")
+            raise TypeError(
+                f"gradient at {path!r} must be an array of numbers, got {type(g).__name__}"
+            )
         kind = arr.dtype.kind
         if kind == "c" and self.dtype.kind != "c":
-            raise TypeError(f"gradient at {path!r} is complex ({arr.dtype}) but the parameters are real")
+            raise TypeError(
+                f"gradient at {path!r} is complex ({arr.dtype}) but the parameters are real"
+            )
         if kind not in "biufc":
             raise TypeError(f"gradient at {path!r} must hold real numbers, got dtype {arr.dtype}")
         if arr.shape != shape:
-            raise ValueError(f"gradient at {path!r} has shape {arr.shape}, but the parameter has shape {shape}")
+            raise ValueError(
+                f"gradient at {path!r} has shape {arr.shape}, but the parameter has shape {shape}"
+            )
         if kind in "biu" or (arr.dtype not in _RUST_DTYPES and self.dtype in _RUST_DTYPES):
             arr = arr.astype(self.dtype)
         return arr

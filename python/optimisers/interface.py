@@ -138,6 +138,10 @@ def _is_builtin_any(rule: AbstractRule) -> bool:
 def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
     """``g`` as an array of ``x``'s dtype and shape that does not overlap ``x``,
     or a clear error naming ``path``."""
+    if (
+        type(g) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape and g.flags.c_contiguous
+    ):  # the common case, checked first: it runs once per leaf and step
+        return g.copy() if np.may_share_memory(g, x) else g
     where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
     if isinstance(g, np.ndarray):
         arr = g

@@ -12,7 +12,9 @@ from .views import find_ties, walk_parameters
 __all__ = ["trainables"]
 
 
-def trainables(model: Any, path: bool = False) -> list[np.ndarray] | list[tuple[KeyPath, np.ndarray]]:
+def trainables(
+    model: Any, path: bool = False
+) -> list[np.ndarray] | list[tuple[KeyPath, np.ndarray]]:
     """Every trainable parameter of ``model``, in tree order, once each.
 
     The parameters are the floating arrays that ``trainable`` lets through, as

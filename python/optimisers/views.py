@@ -12,12 +12,27 @@ same numbers as (part of) ``enc_w``, its *owner*. Then
   arrays, ``Restructure``) the view is rebuilt as the same view of the new one;
 - ``destructure`` and ``trainables`` count the owner once and the view not at all.
 
+The seeds' tied auto-encoder (Optimisers.jl ties only ``===`` arrays and its
+``Adjoint`` wrappers; NumPy's views go further, reshapes and slices included)::
+
+    rng = np.random.default_rng(0)
+    dense = lambda w, act=None: {"weight": w, "bias": np.zeros(w.shape[0]), "act": act}
+    enc = [dense(rng.standard_normal((20, 40)), np.tanh), dense(rng.standard_normal((10, 20)))]
+    dec = [dense(enc[0]["weight"].T, np.tanh), dense(enc[1]["weight"].T, np.tanh)]
+    model = {"enc": enc, "dec": dec}
+    st = optimisers.setup(optimisers.Adam(), model)
+    st["enc"][0]["weight"] is st["dec"][0]["weight"]     # True: one Leaf
+    st, model = optimisers.update_(st, model, grad)      # dec's gradient, transposed,
+    model["dec"][0]["weight"].base is model["enc"][0]["weight"]  # is added to enc's
+
 Which array owns which: parameters whose memory overlaps are grouped; the
 widest (by bytes spanned) comes first, an array that owns its memory before a
-view, then tree order; each array is the view of the first one before it that
-contains all of its elements, or else an owner itself. The same order picks the
-owner among the arrays that share a ``Leaf`` in ``update_``, so a state tree
-from ``setup`` and the model it was made for always agree.
+view, a C-contiguous one before others, then tree order; each array is the
+view of the first one before it that contains all of its elements, or else an
+owner itself. The same order picks the owner among the arrays that share a
+``Leaf`` in ``update_``, so a state tree from ``setup`` and the model it was
+made for always agree. Arrays that overlap without either containing the
+other are trained as separate parameters, with a warning.
 
 How a view sits in its owner depends only on their shapes, strides, itemsize and
 the byte offset between them, so the maps are cached by that geometry.
@@ -28,8 +43,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -49,32 +65,33 @@ def walk_parameters(model: Any) -> list[tuple[KeyPath, np.ndarray]]:
     tree order, ties repeated; only children that ``trainable`` allows."""
     out: list[tuple[KeyPath, np.ndarray]] = []
 
-    def go(x: Any, path: KeyPath) -> None:
+    def go(x: Any, keys: tuple) -> None:
         if tree.is_parameter(x):
-            out.append((path, x))
+            out.append((KeyPath(*keys), x))
             return
         kids = tree.trainable_children(x)
         if kids is None:
             return
         for k, c, trainable in kids:
             if trainable:
-                go(c, path.child(k))
+                go(c, (*keys, k))
 
-    go(model, KeyPath())
+    go(model, ())
     return out
 
 
-def _leaf_positions(state: Any, model: Any) -> Iterator[tuple[Any, KeyPath, Any]]:
-    """``(leaf, path, array)`` wherever the state tree holds a ``Leaf``; skips
-    branches that do not match (the update reports those)."""
+def _leaf_positions(state: Any, model: Any) -> list[tuple[Any, tuple, np.ndarray]]:
+    """``(leaf, keys, array)`` wherever the state tree holds a ``Leaf`` (``keys``
+    a tuple, for ``KeyPath(*keys)``); skips branches that do not match (the
+    update reports those)."""
     from .interface import Leaf
 
-    def go(s: Any, x: Any, path: KeyPath) -> Iterator[tuple[Any, KeyPath, Any]]:
-        if s is None:
-            return
+    out: list[tuple[Any, tuple, np.ndarray]] = []
+
+    def go(s: Any, x: Any, keys: tuple) -> None:
         if isinstance(s, Leaf):
             if isinstance(x, np.ndarray):
-                yield s, path, x
+                out.append((s, keys, x))
             return
         kids = tree.children(x)
         if kids is None:
@@ -84,9 +101,12 @@ def _leaf_positions(state: Any, model: Any) -> Iterator[tuple[Any, KeyPath, Any]
                 sk = tree.child(s, k)
             except (KeyError, IndexError, AttributeError, TypeError):
                 continue
-            yield from go(sk, c, path.child(k))
+            if sk is not None:
+                go(sk, c, (*keys, k))
 
-    return go(state, model, KeyPath())
+    if state is not None:
+        go(state, model, ())
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -120,7 +140,9 @@ def _owns(a: np.ndarray) -> bool:
     return not isinstance(a.base, np.ndarray)
 
 
-def _element_strides(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, ...] | None:
+def _element_strides(
+    shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int
+) -> tuple[int, ...] | None:
     """Strides in elements (0 for axes of length 1), or None if not whole elements."""
     out = []
     for n, s in zip(shape, strides):
@@ -225,19 +247,14 @@ class ViewMap:
             lo, _ = _bounds(owner)
             if _address(memory) != lo:
                 return None
-            return _make_view(memory, self.shape, _address(owner) - lo + self.offset, self.strides, writeable)
+            return _make_view(
+                memory, self.shape, _address(owner) - lo + self.offset, self.strides, writeable
+            )
         if self.affine is not None and owner.flags.c_contiguous:
             k0, steps = self.affine
             isz = owner.itemsize
             return _make_view(owner, self.shape, k0 * isz, tuple(s * isz for s in steps), writeable)
         return None
-
-    def _first_c_index(self) -> int:
-        if self.size == 0:
-            return 0
-        if self.affine is not None:
-            return self.affine[0]
-        return int(self.pos.reshape(-1)[0])
 
 
 def _dense(a: np.ndarray) -> bool:
@@ -245,10 +262,19 @@ def _dense(a: np.ndarray) -> bool:
     if a.size == 0:
         return True
     lo, hi = _bounds(a)
-    return hi - lo == a.size * a.itemsize and _element_strides(a.shape, a.strides, a.itemsize) is not None
+    return (
+        hi - lo == a.size * a.itemsize
+        and _element_strides(a.shape, a.strides, a.itemsize) is not None
+    )
 
 
-def _make_view(memory: np.ndarray, shape: tuple[int, ...], offset: int, strides: tuple[int, ...], writeable: bool) -> np.ndarray:
+def _make_view(
+    memory: np.ndarray,
+    shape: tuple[int, ...],
+    offset: int,
+    strides: tuple[int, ...],
+    writeable: bool,
+) -> np.ndarray:
     view = np.ndarray(shape, memory.dtype, buffer=memory, offset=offset, strides=strides)
     if not writeable and view.flags.writeable:
         view.flags.writeable = False
@@ -281,7 +307,9 @@ def _view_map(
         hi = k + sum(s * (n - 1) for n, s in zip(shape, vs) if s > 0)
         if lo < 0 or hi >= n_owner:
             return None
-        vm = ViewMap(shape, strides, offset, owner_shape, owner_strides, itemsize, (k, vs), injective)
+        vm = ViewMap(
+            shape, strides, offset, owner_shape, owner_strides, itemsize, (k, vs), injective
+        )
     else:
         if not _surely_injective(owner_shape, os_):
             return None  # a broadcast owns nothing
@@ -297,12 +325,21 @@ def _view_map(
         if (pos < 0).any():
             return None
         affine = _affine(pos)
-        vm = ViewMap(shape, strides, offset, owner_shape, owner_strides, itemsize, affine, injective)
+        vm = ViewMap(
+            shape, strides, offset, owner_shape, owner_strides, itemsize, affine, injective
+        )
         vm._pos.append(pos)
     if not injective:
         vm = ViewMap(
-            shape, strides, offset, owner_shape, owner_strides, itemsize, vm.affine,
-            np.unique(vm.pos).size == vm.size, vm._pos,
+            shape,
+            strides,
+            offset,
+            owner_shape,
+            owner_strides,
+            itemsize,
+            vm.affine,
+            np.unique(vm.pos).size == vm.size,
+            vm._pos,
         )
     return vm
 
@@ -328,7 +365,11 @@ def view_map(owner: np.ndarray, view: np.ndarray) -> ViewMap | None:
     if view.dtype != owner.dtype:
         return None
     return _view_map(
-        owner.itemsize, view.shape, view.strides, owner.shape, owner.strides,
+        owner.itemsize,
+        view.shape,
+        view.strides,
+        owner.shape,
+        owner.strides,
         _address(view) - _address(owner),
     )
 
@@ -342,8 +383,9 @@ class Ties:
     """The views among a model's parameters.
 
     ``owner[id(view)]`` is the view's owner array and ``maps[id(view)]`` its
-    ``ViewMap``; ``owners`` holds each owner by id; ``views[id(owner)]`` lists ``(view, path)`` for each distinct
-    view of it, in tree order; ``paths`` holds each array's first path."""
+    ``ViewMap``; ``owners`` holds each owner by id; ``views[id(owner)]`` lists
+    ``(view, path)`` for each distinct view of it, in tree order; ``paths``
+    holds the first path of each array of a tie."""
 
     owner: dict[int, np.ndarray] = field(default_factory=dict)
     owners: dict[int, np.ndarray] = field(default_factory=dict)
@@ -393,9 +435,9 @@ def layout_like(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _order_key(a: np.ndarray, index: int) -> tuple[int, bool, int]:
+def _order_key(a: np.ndarray, index: int) -> tuple[int, bool, bool, int]:
     lo, hi = _bounds(a)
-    return (-(hi - lo), not _owns(a), index)
+    return (-(hi - lo), not _owns(a), not a.flags.c_contiguous, index)
 
 
 def find_ties(positions: list[tuple[KeyPath, np.ndarray]]) -> Ties:
@@ -437,7 +479,7 @@ def _overlapping(members: list[tuple[int, np.ndarray]]) -> Iterator[list[tuple[i
 
 def _resolve(component: list[tuple[int, np.ndarray]], ties: Ties, first: dict) -> None:
     owners: list[np.ndarray] = []
-    for index, a in sorted(component, key=lambda t: _order_key(t[1], t[0])):
+    for _, a in sorted(component, key=lambda t: _order_key(t[1], t[0])):
         for o in owners:
             vm = view_map(o, a)
             if vm is not None:
@@ -458,7 +500,7 @@ def _resolve(component: list[tuple[int, np.ndarray]], ties: Ties, first: dict) -
 
 def _share(a: np.ndarray, b: np.ndarray) -> bool:
     try:
-        return bool(np.shares_memory(a, b, max_work=10_000))
+        return bool(np.shares_memory(a, b))
     except np.exceptions.TooHardError:
         return True
 
@@ -479,18 +521,19 @@ def state_ties(state: Any, model: Any) -> Ties:
     ``find_ties`` chooses it; a member that is not a view of it is an error.
     (Distinct arrays of separate memory under one ``Leaf`` are ties made by
     hand, which ``update_`` handles by itself.)"""
-    by_leaf: dict[tuple[int, int], list[tuple[int, KeyPath, np.ndarray]]] = {}
+    by_leaf: dict[tuple[int, int], list[tuple[int, Any, np.ndarray]]] = {}
     seen: set[int] = set()
-    for index, (leaf, path, a) in enumerate(_leaf_positions(state, model)):
+    for index, (leaf, keys, a) in enumerate(_leaf_positions(state, model)):
         if id(a) in seen or not a.size:
             continue
         seen.add(id(a))
-        by_leaf.setdefault((id(leaf), id(_root(a))), []).append((index, path, a))
+        by_leaf.setdefault((id(leaf), id(_root(a))), []).append((index, keys, a))
     ties = Ties()
     for members in by_leaf.values():
-        for _, path, a in members:
-            ties.paths[id(a)] = path
         if len(members) > 1:
+            members = [(i, KeyPath(*keys), a) for i, keys, a in members]
+            for _, path, a in members:
+                ties.paths[id(a)] = path
             _resolve_leaf(members, ties)
     return ties
 

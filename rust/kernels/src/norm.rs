@@ -100,7 +100,7 @@ impl ClipNorm {
             }
             return largest * root(sum(largest));
         }
-        if p > 1.0 || p < -1.0 {
+        if !(-1.0..=1.0).contains(&p) {
             // As LinearAlgebra's generic p-norm: relative to max |dx| (p > 1) or
             // min |dx| (p < -1) when the powers would overflow or vanish.
             let scale = self.extreme(

@@ -71,7 +71,7 @@ impl<T: optimisers_kernels::Float> Leaf<T> {
                 .map(|k| {
                     cast(values(n, seed + 2 + k as u64))
                         .into_iter()
-                        .map(|v| v.abs())
+                        .map(optimisers_kernels::Float::abs)
                         .collect()
                 })
                 .collect(),
