@@ -311,12 +311,13 @@ def traffic(name: str) -> int:
 
 
 def measure(
-    step: Callable[[], Any], repeats: int, warmup: int = 2, budget: float = BUDGET
+    step: Callable[[], Any], repeats: int, warmup: int = 2, budget: float | None = None
 ) -> float:
     """Median seconds of one call of `step`, after `warmup` calls; stops early
     once `budget` seconds have been spent, with at least 3 calls timed."""
     for _ in range(warmup):
         step()
+    budget = BUDGET if budget is None else budget
     times: list[float] = []
     enabled = gc.isenabled()
     gc.disable()
@@ -963,6 +964,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="threads for optimisers, the reference kernels and torch (default: all cores)",
     )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=BUDGET,
+        help=f"at most this many seconds of timed steps per measurement (default {BUDGET})",
+    )
     p.add_argument("--out", default="bench_step.png", help="where to write the plot (PNG)")
     p.add_argument("--md", default=None, help="also write a Markdown report here")
     p.add_argument(
@@ -1008,7 +1015,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global BUDGET
     args = parse_args(argv)
+    BUDGET = args.budget
     started = time.time()
     load_before = os.getloadavg()
     others = {}

@@ -2,7 +2,7 @@
 with optimisers: the model is a plain dict of arrays, gradients come from a
 hand-written backward pass, and `update_` applies Adam with weight decay.
 
-    python examples/train_mlp.py [--steps 2000] [--rule adamw]
+    python examples/train_mlp.py [--steps 500] [--rule adamw]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ RULES = {
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--rule", choices=sorted(RULES), default="adamw")
     parser.add_argument("--points", type=int, default=300, help="points per spiral")
     args = parser.parse_args(argv)
