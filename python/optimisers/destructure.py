@@ -19,12 +19,12 @@ keep the parameters themselves alive, and it pickles.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from . import _core, tree
+from .interface import checked_gradient
 from .keypath import KeyPath
 from .views import ViewMap, _view_map, find_ties, rebuild_view, walk_parameters
 
@@ -404,28 +404,9 @@ class Restructure:
         return out
 
     def _grad_array(self, g: Any, shape: tuple[int, ...], path: KeyPath) -> np.ndarray:
-        if isinstance(g, np.ndarray):
-            arr = g
-        elif isinstance(g, (numbers.Number, np.generic, list, tuple)):
-            try:
-                arr = np.asarray(g)
-            except ValueError as e:
-                raise ValueError(f"gradient at {path!r} is not a regular array: {e}") from None
-        else:
-            raise TypeError(
-                f"gradient at {path!r} must be an array of numbers, got {type(g).__name__}"
-            )
+        real = "real" if self.dtype.kind != "c" else None
+        arr = checked_gradient(g, shape, real, f"at {path!r}")
         kind = arr.dtype.kind
-        if kind == "c" and self.dtype.kind != "c":
-            raise TypeError(
-                f"gradient at {path!r} is complex ({arr.dtype}) but the parameters are real"
-            )
-        if kind not in "biufc":
-            raise TypeError(f"gradient at {path!r} must hold real numbers, got dtype {arr.dtype}")
-        if arr.shape != shape:
-            raise ValueError(
-                f"gradient at {path!r} has shape {arr.shape}, but the parameter has shape {shape}"
-            )
         if kind in "biu" or (arr.dtype not in _RUST_DTYPES and self.dtype in _RUST_DTYPES):
             arr = arr.astype(self.dtype)
         return arr

@@ -135,14 +135,10 @@ def _is_builtin_any(rule: AbstractRule) -> bool:
 # Checking gradients
 
 
-def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
-    """``g`` as an array of ``x``'s dtype and shape that does not overlap ``x``,
-    or a clear error naming ``path``."""
-    if (
-        type(g) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape and g.flags.c_contiguous
-    ):  # the common case, checked first: it runs once per leaf and step
-        return g.copy() if np.may_share_memory(g, x) else g
-    where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
+def checked_gradient(g: Any, shape: tuple[int, ...], real: str | None, where: str) -> np.ndarray:
+    """``g`` as an array of numbers of this ``shape``, or a clear error naming
+    ``where``. ``real`` names the parameter's real dtype (complex gradients are
+    refused), or is None for complex parameters."""
     if isinstance(g, np.ndarray):
         arr = g
     elif isinstance(g, (numbers.Number, np.generic, list, tuple)):
@@ -153,14 +149,26 @@ def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
     else:
         raise TypeError(f"gradient {where} must be an array of numbers, got {type(g).__name__}")
     kind = arr.dtype.kind
-    if kind == "c" and x.dtype.kind != "c":
-        raise TypeError(f"gradient {where} is complex ({arr.dtype}) but the parameter is {x.dtype}")
+    if kind == "c" and real is not None:
+        raise TypeError(f"gradient {where} is complex ({arr.dtype}) but the parameter is {real}")
     if kind not in "biufc":
         raise TypeError(f"gradient {where} must hold real numbers, got dtype {arr.dtype}")
-    if arr.shape != x.shape:
+    if arr.shape != shape:
         raise ValueError(
-            f"gradient {where} has shape {arr.shape}, but the parameter has shape {x.shape}"
+            f"gradient {where} has shape {arr.shape}, but the parameter has shape {shape}"
         )
+    return arr
+
+
+def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
+    """``g`` as an array of ``x``'s dtype and shape that does not overlap ``x``,
+    or a clear error naming ``path``."""
+    if (
+        type(g) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape and g.flags.c_contiguous
+    ):  # the common case, checked first: it runs once per leaf and step
+        return g.copy() if np.may_share_memory(g, x) else g
+    where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
+    arr = checked_gradient(g, x.shape, str(x.dtype) if x.dtype.kind != "c" else None, where)
     if arr.dtype != x.dtype or not arr.flags.c_contiguous:
         return np.ascontiguousarray(arr, dtype=x.dtype)
     if np.may_share_memory(arr, x):
