@@ -350,7 +350,7 @@ def fmt_time(s: float | None) -> str:
 
 def copy_bandwidth(threads: int, stream: bool = True, n: int = 2**26) -> float:
     """Bytes per second of `_core._copy` over 2 × n float32 (read + write counted)."""
-    src = np.random.default_rng(0).random(n, dtype=np.float32)
+    src = np.arange(n, dtype=np.float32)
     dst = np.empty_like(src)
     s8, d8 = src.view(np.uint8), dst.view(np.uint8)
     o.set_num_threads(threads)
@@ -432,7 +432,7 @@ def optax_transform(name: str) -> Any:
 
 
 def optax_runner(
-    name: str, params: list[np.ndarray], grads: list[np.ndarray]
+    name: str, params: list[np.ndarray], pair_of_grads: Grads
 ) -> Callable[[], Any] | None:
     import functools
 
@@ -443,8 +443,8 @@ def optax_runner(
     if tx is None:
         return None
     ps = [jax.device_put(x) for x in params]
-    gs = [jax.device_put(g) for g in grads]
-    box = [ps, tx.init(ps)]
+    pair = [[jax.device_put(g) for g in grads] for grads in pair_of_grads]
+    box: list[Any] = [ps, tx.init(ps), 0]
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(ps, state, gs):
@@ -452,21 +452,24 @@ def optax_runner(
         return optax.apply_updates(ps, updates), state
 
     def run() -> None:
-        box[0], box[1] = step(box[0], box[1], gs)
+        box[2] ^= 1
+        box[0], box[1] = step(box[0], box[1], pair[box[2]])
         jax.block_until_ready(box[0])
 
     return run
 
 
 def torch_runner(
-    name: str, params: list[np.ndarray], grads: list[np.ndarray], mode: str
+    name: str, params: list[np.ndarray], grads: Grads, mode: str
 ) -> Callable[[], Any] | None:
-    """torch.optim with `foreach=True` or `fused=True`; None where it has no such rule."""
+    """torch.optim with `foreach=True` or `fused=True`; None where it has no such rule.
+    The gradient stays `g` (torch reads it from `.grad`; swapping 1,000 of those
+    per step would be timed as torch's)."""
     import torch
 
     rule = RULES[name][0]
     ps = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in params]
-    for p, g in zip(ps, grads):
+    for p, g in zip(ps, grads[0]):
         p.grad = torch.from_numpy(g)
     flag = {mode: True}
     opt = torch.optim
@@ -555,37 +558,46 @@ class Row:
         return self.ours / (self.roofline * traffic(self.rule) / traffic("Adam"))
 
 
-def make_data(
-    workload: str, dtype: np.dtype
-) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+# The gradients: g and -g, used in turn, so that no rule settles into a
+# degenerate state (a constant gradient drives centred RMSProp's variance to
+# zero and below, by rounding).
+Grads = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+def make_data(workload: str, dtype: np.dtype) -> tuple[list[str], list[np.ndarray], Grads]:
     rng = np.random.default_rng(42)
     names = [n for n, _ in WORKLOADS[workload]]
     shapes = [s for _, s in WORKLOADS[workload]]
     xs = [rng.standard_normal(s, dtype=dtype) for s in shapes]
     gs = [rng.standard_normal(s, dtype=dtype) for s in shapes]
-    return names, xs, gs
+    return names, xs, (gs, [-g for g in gs])
 
 
-def run_ours(
-    rule: Any, names: list[str], xs: list[np.ndarray], gs: list[np.ndarray], reps: int
-) -> float:
+def run_ours(rule: Any, names: list[str], xs: list[np.ndarray], gs: Grads, reps: int) -> float:
     if len(names) == len(set(names)) and not names[0].isdigit():
         model: Any = {n: x.copy() for n, x in zip(names, xs)}
-        grad: Any = dict(zip(names, gs))
+        pair: Any = [dict(zip(names, g)) for g in gs]
     else:
-        model, grad = [x.copy() for x in xs], list(gs)
-    box = [o.setup(rule, model), model]
+        model, pair = [x.copy() for x in xs], [list(g) for g in gs]
+    box = [o.setup(rule, model), model, 0]
 
     def step() -> None:
-        box[0], box[1] = o.update_(box[0], box[1], grad)
+        box[2] ^= 1
+        box[0], box[1] = o.update_(box[0], box[1], pair[box[2]])
 
     return measure(step, reps)
 
 
-def numpy_runner(rule: Any, xs: list[np.ndarray], gs: list[np.ndarray]) -> Callable[[], None]:
+def numpy_runner(rule: Any, xs: list[np.ndarray], gs: Grads) -> Callable[[], None]:
     params = [x.copy() for x in xs]
     nopt = NumpyOptimiser(rule, params)
-    return lambda: nopt.step(params, gs)
+    turn = [0]
+
+    def step() -> None:
+        turn[0] ^= 1
+        nopt.step(params, gs[turn[0]])
+
+    return step
 
 
 def bench_workload(
@@ -771,20 +783,19 @@ def targets(rows: list[Row], bandwidth: float, threads: int) -> list[tuple[str, 
                         ratio <= limit,
                     )
                 )
-    for r in rows:
-        if r.ours_1thread is not None and r.rule == "Adam":
-            s = r.ours_1thread / r.ours
+    speedups = [(r, r.ours_1thread / r.ours) for r in rows if r.ours_1thread is not None]
+    for r, s in speedups:
+        if r.rule == "Adam":
             out.append(
                 (f"cache {r.dtype} Adam: {threads} threads ≥ 1.7× 1 thread", f"{s:.2f}×", s >= 1.7)
             )
-    scal = [r for r in rows if r.ours_1thread is not None]
-    if scal:
-        low = [r for r in scal if r.ours_1thread / r.ours < 1.7]
-        what = f"{len(scal) - len(low)}/{len(scal)} rows ≥ 1.7×"
-        if low:
-            worst = min(low, key=lambda r: r.ours_1thread / r.ours)
-            what += f"; lowest {worst.rule} {worst.dtype} {worst.ours_1thread / worst.ours:.2f}×"
-        out.append((f"cache, every rule: {threads} threads ≥ 1.7× 1 thread", what, not low))
+    if speedups:
+        slow = [(r, s) for r, s in speedups if s < 1.7]
+        what = f"{len(speedups) - len(slow)}/{len(speedups)} rows ≥ 1.7×"
+        if slow:
+            worst, s = min(slow, key=lambda rs: rs[1])
+            what += f"; lowest {worst.rule} {worst.dtype} {s:.2f}×"
+        out.append((f"cache, every rule: {threads} threads ≥ 1.7× 1 thread", what, not slow))
     return out
 
 
@@ -855,13 +866,13 @@ def plot(rows: list[Row], bandwidth: float, path: str) -> None:
         ("optimisers", [sel2[w].ours for w in names]),
     ]
     for other in ("NumPy", "optax", "torch foreach", "torch fused"):
-        vals = [sel2[w].others.get(other) for w in names]
-        if any(v is not None for v in vals):
-            cols.append((other, vals))
+        times = [sel2[w].others.get(other) for w in names]
+        if any(t is not None for t in times):
+            cols.append((other, times))
     width = 0.8 / len(cols)
-    for i, (label, vals) in enumerate(cols):
-        xs = [j + i * width for j, v in enumerate(vals) if v is not None]
-        ax2.bar(xs, [v * 1e3 for v in vals if v is not None], width, label=label)
+    for i, (label, times) in enumerate(cols):
+        xs = [j + i * width for j, t in enumerate(times) if t is not None]
+        ax2.bar(xs, [t * 1e3 for t in times if t is not None], width, label=label)
     ax2.set_yscale("log")
     ax2.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
     ax2.set_xticklabels([f"{w}\n{WORKLOAD_NOTES.get(w, '')}" for w in names], fontsize=8)
@@ -1039,7 +1050,10 @@ def main(argv: list[str] | None = None) -> None:
         check_numpy_reference(args.rules)
 
     print(f"copy bandwidth at {args.threads} threads ...", file=sys.stderr, flush=True)
-    bandwidth = copy_bandwidth(args.threads)
+    # Measured at the start, before each workload and dtype, and at the end; the
+    # reference is the median (this machine's bandwidth moves by ±20 % over minutes).
+    samples = [copy_bandwidth(args.threads)]
+    bandwidth = samples[0]
     plain = copy_bandwidth(args.threads, stream=False)
     single = copy_bandwidth(1)
     print(
@@ -1051,14 +1065,18 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     for workload in args.workloads:
         for dtype in args.dtypes:
+            if workload != args.workloads[0] or dtype != args.dtypes[0]:
+                samples.append(copy_bandwidth(args.threads))
             rows += bench_workload(workload, dtype, args.rules, args, others)
-    o.set_num_threads(args.threads)
-    bandwidth = max(bandwidth, copy_bandwidth(args.threads))  # again, after: the better of the two
+    samples.append(copy_bandwidth(args.threads))
+    bandwidth = statistics.median(samples)
 
     checks = targets(rows, bandwidth, args.threads)
     body = [
         f"Memory bandwidth (copy kernel, {args.threads} threads, non-temporal stores, read + write counted): "
-        f"**{bandwidth / 1e9:.1f} GB/s** (plain stores: {plain / 1e9:.1f} GB/s; 1 thread: {single / 1e9:.1f} GB/s).",
+        f"**{bandwidth / 1e9:.1f} GB/s**, the median of {len(samples)} measurements through the run "
+        f"(from {min(samples) / 1e9:.1f} to {max(samples) / 1e9:.1f} GB/s; plain stores: "
+        f"{plain / 1e9:.1f} GB/s; 1 thread: {single / 1e9:.1f} GB/s).",
         "",
         "## Steps",
         "",

@@ -434,7 +434,7 @@ class Lion(_Rule):
         return d
 
 
-_RULES: dict[type, type[_Rule]] = {
+_RULES: dict[type, Any] = {
     o.Descent: Descent,
     o.WeightDecay: WeightDecay,
     o.SignDecay: SignDecay,
@@ -461,7 +461,8 @@ _RULES: dict[type, type[_Rule]] = {
 def numpy_rules(rule: Any) -> list[_Rule]:
     """The NumPy rules running `rule` (an ``optimisers`` rule or chain), in order."""
     if isinstance(rule, o.OptimiserChain):
-        return [r for inner in rule.rules for r in numpy_rules(inner)]
+        chain: Any = rule
+        return [r for inner in chain.rules for r in numpy_rules(inner)]
     try:
         return [_RULES[type(rule)](rule)]
     except KeyError:

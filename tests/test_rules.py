@@ -44,12 +44,16 @@ CASES = [
 
 
 def tolerances(rule, dtype):
-    """(rtol, atol) for comparing the package with the oracle."""
+    """(rtol, atol) for comparing the package with the oracle. The kernels may
+    multiply by a reciprocal where the formula divides (within an ulp), so a
+    parameter near cancellation may differ by a few ulps of its magnitude (~4)."""
+    if isinstance(rule, optimisers.MixedPrecision):  # computed in its own dtype
+        dtype = min(np.dtype(dtype), np.dtype(rule.dtype), key=lambda d: d.itemsize)
     if np.dtype(dtype) == np.float16:
         return 1e-2, 2e-3
     if np.dtype(dtype) == np.float32:
-        return (1e-5, 1e-6) if is_clipnorm(rule) else (1e-6, 1e-7)
-    return (1e-11, 1e-13) if is_clipnorm(rule) else (1e-12, 1e-14)
+        return (1e-5, 2e-6) if is_clipnorm(rule) else (1e-6, 2e-6)
+    return (1e-11, 1e-13) if is_clipnorm(rule) else (1e-12, 4e-15)
 
 
 def make_inputs(kind, shape, dtype, seed, steps=STEPS):
@@ -116,9 +120,15 @@ def assert_state_close(got, want, rtol, atol, path="state"):
 
 
 def assert_param_close(got, want, rtol, atol, what="parameter"):
+    """Parameters agree within rounding: a few ulps of the largest magnitude in
+    the array (where x - update cancels, the difference of an ulp in the update
+    shows against a small result)."""
     assert isinstance(got, np.ndarray), f"{what}: expected an array, got {got!r}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, expected {want.dtype}"
     assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    finite = np.abs(want[np.isfinite(want)]).astype(np.float64)
+    if finite.size and np.dtype(want.dtype) != np.float16:
+        atol = max(atol, 4 * float(np.finfo(want.dtype).eps) * float(finite.max()))
     assert_close(got, want, rtol, atol, what)
 
 

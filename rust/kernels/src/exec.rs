@@ -176,31 +176,56 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError> {
-        let jobs = self.plans.iter().zip(&mut self.flows).zip(self.jobs.iter());
-        for (j, ((plan, flow), job)) in jobs.enumerate() {
+        // Every norm of this stage, then one parallel region over all of them
+        // (each norm is the same whichever thread takes it).
+        let mut wanted = Vec::new();
+        for (j, (plan, (flow, job))) in self
+            .plans
+            .iter()
+            .zip(self.flows.iter().zip(self.jobs.iter()))
+            .enumerate()
+        {
             let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else {
                 continue;
             };
-            let Some(clip) = plan.norms.get(k) else {
-                continue;
-            };
-            let dx = match flow.input {
-                Input::Grad => job.grad,
-                Input::Tmp => &flow.tmp,
-            };
-            let norm = if dx.len() >= PARALLEL_MIN && threads::num_threads() > 1 {
-                threads::install(|| clip.norm(dx, true))
-            } else {
-                clip.norm(dx, false)
-            };
-            let factor = clip
-                .factor(norm)
-                .map_err(|norm| KernelError::NonFiniteNorm {
-                    job: self.first + j,
-                    p: clip.p,
-                    norm,
-                })?;
-            flow.scale = Some(factor);
+            if let Some(clip) = plan.norms.get(k) {
+                let dx = match flow.input {
+                    Input::Grad => job.grad,
+                    Input::Tmp => &flow.tmp[..],
+                };
+                wanted.push((j, *clip, dx));
+            }
+        }
+        let total: usize = wanted.iter().map(|(_, _, dx)| dx.len()).sum();
+        let norms: Vec<f64> = if total >= PARALLEL_MIN && threads::num_threads() > 1 {
+            threads::install(|| {
+                wanted
+                    .par_iter()
+                    .map(|(_, clip, dx)| clip.norm(dx, dx.len() >= PARALLEL_MIN))
+                    .collect()
+            })
+        } else {
+            wanted
+                .iter()
+                .map(|(_, clip, dx)| clip.norm(dx, false))
+                .collect()
+        };
+        let scales: Vec<(usize, Result<T, KernelError>)> = wanted
+            .iter()
+            .zip(norms)
+            .map(|((j, clip, _), norm)| {
+                let factor = clip
+                    .factor(norm)
+                    .map_err(|norm| KernelError::NonFiniteNorm {
+                        job: self.first + j,
+                        p: clip.p,
+                        norm,
+                    });
+                (*j, factor)
+            })
+            .collect();
+        for (j, factor) in scales {
+            self.flows[j].scale = Some(factor?);
         }
         Ok(())
     }

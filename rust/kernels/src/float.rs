@@ -51,6 +51,16 @@ pub trait Float:
         }
     }
 
+    /// `self / divisor`, given `reciprocal = 1 / divisor` computed once per leaf:
+    /// a multiplication, as division is the costliest instruction of these
+    /// loops (within an ulp of the division). [`Half`] keeps the division, as
+    /// Julia's float16 arithmetic rounds it.
+    #[inline(always)]
+    fn over(self, divisor: Self, reciprocal: Self) -> Self {
+        let _ = divisor;
+        self * reciprocal
+    }
+
     /// Julia's `sign`: -1, 0 or 1 (NaN stays NaN).
     #[inline(always)]
     fn sign(self) -> Self {
@@ -197,6 +207,10 @@ impl Float for Half {
     #[inline(always)]
     fn powf(self, p: Self) -> Self {
         Half::round(self.0.powf(p.0))
+    }
+    #[inline(always)]
+    fn over(self, divisor: Self, _reciprocal: Self) -> Self {
+        self / divisor
     }
 }
 

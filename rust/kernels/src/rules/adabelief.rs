@@ -19,12 +19,11 @@ impl<T: Float> Rule<T, 2> for AdaBelief<T> {
     fn apply(&self, _x: &[T], dx: &mut [T], [m, s]: [&mut [T]; 2]) {
         let p = &self.0;
         let (b1, b2) = p.beta;
-        let (c1, c2) = p.correction;
         for ((d, m), s) in dx.iter_mut().zip(m.iter_mut()).zip(s.iter_mut()) {
             *m = b1 * *m + (T::ONE - b1) * *d;
             let surprise = *d - *m;
             *s = b2 * *s + (T::ONE - b2) * (surprise * surprise) + p.epsilon;
-            *d = p.eta * *m / c1 / ((*s / c2).sqrt() + p.epsilon);
+            *d = p.unbias_m(p.eta * *m) / (p.unbias_v(*s).sqrt() + p.epsilon);
         }
     }
 }

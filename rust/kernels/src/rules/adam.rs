@@ -16,6 +16,8 @@ pub struct Moments<T> {
     pub epsilon: T,
     /// `1 - β₁ᵗ` and `1 - β₂ᵗ` for this leaf's step.
     pub correction: (T, T),
+    /// Their reciprocals, so that the loops multiply (see `Float::over`).
+    pub inverse: (T, T),
 }
 
 impl<T: Float> Moments<T> {
@@ -26,7 +28,26 @@ impl<T: Float> Moments<T> {
             beta: (T::from_f64(h[1]), T::from_f64(h[2])),
             epsilon: T::from_f64(h[3]),
             correction: (T::ONE - T::from_f64(leaf[0]), T::ONE - T::from_f64(leaf[1])),
+            inverse: (T::ZERO, T::ZERO),
         }
+        .with_inverse()
+    }
+
+    fn with_inverse(mut self) -> Self {
+        self.inverse = (T::ONE / self.correction.0, T::ONE / self.correction.1);
+        self
+    }
+
+    /// `m / (1-β₁ᵗ)`.
+    #[inline(always)]
+    pub fn unbias_m(&self, m: T) -> T {
+        m.over(self.correction.0, self.inverse.0)
+    }
+
+    /// `v / (1-β₂ᵗ)`.
+    #[inline(always)]
+    pub fn unbias_v(&self, v: T) -> T {
+        v.over(self.correction.1, self.inverse.1)
     }
 
     /// `m = β₁ m + (1-β₁) d` and `v = β₂ v + (1-β₂) d²`.
@@ -40,7 +61,7 @@ impl<T: Float> Moments<T> {
     /// Adam's step direction before η: `m / (1-β₁ᵗ) / (√(v / (1-β₂ᵗ)) + ϵ)`.
     #[inline(always)]
     pub fn direction(&self, m: T, v: T) -> T {
-        m / self.correction.0 / ((v / self.correction.1).sqrt() + self.epsilon)
+        self.unbias_m(m) / (self.unbias_v(v).sqrt() + self.epsilon)
     }
 }
 

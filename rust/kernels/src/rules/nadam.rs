@@ -9,8 +9,8 @@ use crate::rules::Rule;
 #[derive(Clone, Copy, Debug)]
 pub struct NAdam<T> {
     pub moments: Moments<T>,
-    /// `1 - β₁ β₁ᵗ`.
-    pub ahead: T,
+    /// `1 - β₁ β₁ᵗ`, and its reciprocal.
+    pub ahead: (T, T),
 }
 
 impl<T: Float> Rule<T, 2> for NAdam<T> {
@@ -19,17 +19,19 @@ impl<T: Float> Rule<T, 2> for NAdam<T> {
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         let moments = Moments::<T>::bind(h, leaf);
         let ahead = T::ONE - moments.beta.0 * T::from_f64(leaf[0]);
-        Self { moments, ahead }
+        Self {
+            moments,
+            ahead: (ahead, T::ONE / ahead),
+        }
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
         let p = &self.moments;
         let (b1, b2) = p.beta;
-        let (c1, c2) = p.correction;
         for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
             p.advance(*d, m, v);
-            let num = b1 * *m / self.ahead + (T::ONE - b1) * *d / c1;
-            *d = num / ((*v * b2 / c2).sqrt() + p.epsilon) * p.eta;
+            let num = (b1 * *m).over(self.ahead.0, self.ahead.1) + p.unbias_m((T::ONE - b1) * *d);
+            *d = num / (p.unbias_v(*v * b2).sqrt() + p.epsilon) * p.eta;
         }
     }
 }

@@ -18,11 +18,10 @@ impl<T: Float> Rule<T, 3> for OAdam<T> {
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v, term]: [&mut [T]; 3]) {
         let p = &self.0;
-        let (c1, c2) = p.correction;
         for (((d, m), v), term) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(term) {
             p.advance(*d, m, v);
             let prev = *term;
-            *term = p.eta * *m / c1 / ((*v / c2).sqrt() + p.epsilon);
+            *term = p.unbias_m(p.eta * *m) / (p.unbias_v(*v).sqrt() + p.epsilon);
             *d = T::TWO * *term - prev;
         }
     }

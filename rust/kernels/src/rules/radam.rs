@@ -43,7 +43,7 @@ impl<T: Float> Rule<T, 2> for RAdam<T> {
         } else {
             for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
                 p.advance(*d, m, v);
-                *d = *m / p.correction.0 * p.eta;
+                *d = p.unbias_m(*m) * p.eta;
             }
         }
     }
