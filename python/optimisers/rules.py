@@ -424,8 +424,12 @@ class _Moments(_Rule):
 
     def _advance(self, state):
         b1t, b2t = state[2]
-        powers = (b1t * type(b1t)(self.beta[0]), b2t * type(b2t)(self.beta[1]))
-        return (*state[:2], powers, *state[3:]), True
+        # β in the scalars' own type (float32 for a float32 leaf), made once per type.
+        cache = self.__dict__.setdefault("_betas", {})
+        betas = cache.get(type(b1t))
+        if betas is None:
+            betas = cache[type(b1t)] = tuple(map(type(b1t), self.beta))
+        return (state[0], state[1], (b1t * betas[0], b2t * betas[1]), *state[3:]), True
 
 
 class Adam(_Moments):

@@ -168,6 +168,7 @@ fn kernel_jobs<'b, T: Element + Float>(
 #[pyfunction]
 fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
     let (mut single, mut double, mut half) = (Vec::new(), Vec::new(), Vec::new());
+    let (f32_dtype, f64_dtype) = (numpy::dtype::<f32>(py), numpy::dtype::<f64>(py));
     for (i, job) in jobs.into_iter().enumerate() {
         let dtype = job
             .1
@@ -176,10 +177,10 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
             .map_err(|_| {
                 PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
             })?;
-        if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+        if dtype.is_equiv_to(&f32_dtype) {
             let to = if job.0.half { &mut half } else { &mut single };
             to.push((i, borrow::<f32>(i, job)?));
-        } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
+        } else if dtype.is_equiv_to(&f64_dtype) {
             double.push((i, borrow::<f64>(i, job)?));
         } else {
             return Err(PyTypeError::new_err(format!(
