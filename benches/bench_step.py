@@ -1,14 +1,15 @@
 """Time one ``update_`` step of every rule, next to this machine's memory bandwidth.
 
-    python benches/bench_step.py                      # everything (~10 min on 2 cores)
+    python benches/bench_step.py                      # everything (~6 min on 2 cores)
     python benches/bench_step.py --rules Adam,Lion --dtypes float32 --workloads flat,many
     python benches/bench_step.py --list               # the rule and workload names
 
 The rules are every rule of the package plus two chains,
 ``ClipGrad+WeightDecay+Adam`` = ``OptimiserChain(ClipGrad(), WeightDecay(), Adam())``
 and ``ClipNorm+Adam`` = ``OptimiserChain(ClipNorm(), Adam())``, all with their
-default hyper-parameters. Each row is one rule on one workload and dtype, timed as the median of many
-steps after a warm-up, with, from the same run:
+default hyper-parameters. Each row is one rule on one workload and dtype,
+timed as the median of many steps after a warm-up (the gradient alternates
+between g and -g), with, from the same run:
 
 - GB/s and % BW: the bytes the rule must move (elements × dtype size × arrays
   read and written: x, the gradient, each state array; a norm reads the
@@ -22,7 +23,9 @@ steps after a warm-up, with, from the same run:
   (``jax.jit``, buffers donated) and in ``torch.optim`` (``foreach`` and
   ``fused``) where those are installed and have the rule, with their time over ours.
 
-The table is printed (Markdown); ``--out`` writes a plot (with matplotlib) and
+On the ``cache`` workload each rule is also timed on one thread, for the
+thread-scaling table. The table is printed (Markdown), with the issue's
+targets checked at the end; ``--out`` writes a plot (with matplotlib) and
 ``--md`` a Markdown report with the machine, the command and the versions.
 """
 
@@ -896,7 +899,14 @@ def machine() -> dict[str, str]:
         info["SIMD flags"] = " ".join(
             f for f in flags if f in ("avx2", "fma") or f.startswith("avx512")
         )
-        for key in ("L1d cache", "L2 cache", "L3 cache", "Hypervisor vendor"):
+        for key in (
+            "CPU family",
+            "Model",
+            "L1d cache",
+            "L2 cache",
+            "L3 cache",
+            "Hypervisor vendor",
+        ):
             if key in fields:
                 info[key] = fields[key]
     except (OSError, subprocess.CalledProcessError):
@@ -952,10 +962,12 @@ def versions() -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--rules", default="all", help="comma-separated rule names (see --list), or 'all'"
+        "--rules",
+        default="all",
+        help="comma-separated rule names (see --list), 'all', or 'chains' for the two chains",
     )
     p.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32,float64")
     p.add_argument(

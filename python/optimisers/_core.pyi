@@ -9,6 +9,8 @@ import numpy.typing as npt
 __all__ = [
     "NonFiniteNormError",
     "Program",
+    "_copy",
+    "_roofline",
     "available_isas",
     "gather",
     "get_isa",
@@ -66,3 +68,15 @@ def gather(out: _Flat, pieces: Sequence[tuple[int, _Flat | int, bool]]) -> None:
 
 def scatter(flat: _Flat, parts: Sequence[tuple[int, _Flat]]) -> None:
     """Copy ``flat[offset : offset + part.size]`` into each ``(offset, part)``."""
+
+# Benchmark kernels (benches/): the memory-bandwidth references.
+def _copy(dst: npt.NDArray[np.uint8], src: npt.NDArray[np.uint8], stream: bool = True) -> None:
+    """Copy ``src`` into ``dst`` (C-contiguous uint8 views of one length) over the pool."""
+
+def _roofline(
+    x: npt.NDArray[np.floating],
+    g: npt.NDArray[np.floating],
+    m: npt.NDArray[np.floating],
+    v: npt.NDArray[np.floating],
+) -> None:
+    """Adam's memory traffic with trivial arithmetic: ``m += g; v += g; x -= m + v``."""
