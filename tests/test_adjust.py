@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from custom_rules import DecayDescent
 
 import optimisers as opt
 from optimisers import Leaf
@@ -256,16 +257,6 @@ def test_adjust_rule_returns_rule():
 
 
 def test_adjust_custom_rule():
-    class DecayDescent(opt.AbstractRule):
-        def __init__(self, eta=0.1):
-            self.eta = eta
-
-        def init(self, x):
-            return 1
-
-        def apply(self, state, x, dx):
-            return state + 1, (self.eta / state**0.5) * dx
-
     r = DecayDescent(0.1)
     r2 = opt.adjust(r, 0.5)
     assert isinstance(r2, DecayDescent) and r2.eta == 0.5 and r.eta == 0.1

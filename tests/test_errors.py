@@ -9,22 +9,11 @@ from collections import namedtuple
 
 import numpy as np
 import pytest
+from custom_rules import InPlaceMomentum
 
 import optimisers as opt
 
 Head = namedtuple("Head", ["w", "act"])
-
-
-class InPlaceMomentum(opt.AbstractRule):
-    """A Python rule that writes into its state arrays (API.md allows it)."""
-
-    def init(self, x):
-        return np.zeros_like(x)
-
-    def apply(self, state, x, dx):
-        state *= 0.9
-        state += dx
-        return state, 0.1 * state
 
 
 RULES = [

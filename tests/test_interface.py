@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from custom_rules import DecayDescent, InPlaceMomentum
 
 import optimisers as opt
 from optimisers import Leaf
@@ -113,19 +114,6 @@ def adam_ref(x, grads, eta=0.001, beta=(0.9, 0.999), eps=1e-8):
         x = x - eta * (m / (1 - b1t)) / (np.sqrt(v / (1 - b2t)) + eps)
         b1t, b2t = b1t * beta[0], b2t * beta[1]
     return x
-
-
-class DecayDescent(opt.AbstractRule):
-    """The custom rule of API.md (and of Optimisers.jl's docs)."""
-
-    def __init__(self, eta=0.1):
-        self.eta = eta
-
-    def init(self, x):
-        return 1
-
-    def apply(self, state, x, dx):
-        return state + 1, (self.eta / state**0.5) * dx
 
 
 # ---------------------------------------------------------------------------
@@ -1057,18 +1045,6 @@ def test_custom_rule_returning_none(inplace):
     np.testing.assert_array_equal(m4["w"], [1, 2])
     assert s4["w"].state[0] == 1
     np.testing.assert_array_equal(s4["w"].state[1][0], [0, 0])  # Adam never ran
-
-
-class InPlaceMomentum(opt.AbstractRule):
-    """A Python rule that mutates its own state arrays, as API.md allows."""
-
-    def init(self, x):
-        return np.zeros_like(x)
-
-    def apply(self, state, x, dx):
-        state *= 0.9
-        state += dx
-        return state, 0.1 * state
 
 
 def test_custom_rule_mutating_state_is_safe_under_update():

@@ -16,6 +16,7 @@ from collections import namedtuple
 
 import numpy as np
 import pytest
+from custom_rules import DecayDescent
 
 import optimisers as opt
 from optimisers import Leaf
@@ -111,16 +112,6 @@ def test_accumgrad_docstring_example():
 
 def test_decaydescent_docs_rule():
     """The custom rule of the docs: newx̄ = T(eta / √state) .* x̄, state += 1."""
-
-    class DecayDescent(opt.AbstractRule):
-        def __init__(self, eta=0.1):
-            self.eta = eta
-
-        def init(self, x):
-            return 1
-
-        def apply(self, state, x, dx):
-            return state + 1, (self.eta / state**0.5) * dx
 
     x = np.ones(3, np.float32)
     s = opt.setup(DecayDescent(0.1), x)
