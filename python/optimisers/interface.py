@@ -303,15 +303,8 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             except (TypeError, IndexError, AttributeError, ValueError):
                 _check_kernel_state(e)  # a clearer error, naming the path
                 raise
-            # State arrays that do not fit the parameter must be caught here, before
-            # the call: the kernel runs float32 jobs to the end before it checks the
-            # float64 ones. (A plain loop over the job's arrays: ~0.25 µs a leaf.)
-            shape = e.x.shape
-            if isinstance(e.leaf.rule, MixedPrecision):
-                _check_kernel_state(e)
-            for arr in job.arrays:
-                if arr.shape != shape:
-                    _check_kernel_state(e)
+            # State arrays that do not fit: the kernel checks every job of every
+            # dtype before it writes anything, and the handler below names the path.
             kernel_jobs.append(job)
             kernel_entries.append(e)
         else:
