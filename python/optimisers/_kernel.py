@@ -120,8 +120,8 @@ def _prepare_mixed(
     xT, inner_state = state
     high = np.dtype(rule.dtype)
     job = prepare(rule.rule, inner_state, xT, grad.astype(high), want_update=False)
-    # The kernel wrote into xT itself (it is ours, C-contiguous): keep it as the state.
-    assert job.result is xT or job.result is not None
+    # xT is normally ours (C-contiguous, writeable) and the kernel writes into it;
+    # a state from elsewhere (read-only, say) is updated from the kernel's copy.
 
     def finish() -> None:
         new_xT = job.result
@@ -139,7 +139,7 @@ def _prepare_mixed(
     return job
 
 
-def run(jobs: list[Job]) -> int | None:
+def run(jobs: list[Job]) -> None:
     """Run every job in one kernel call, then finish them. On a failing norm,
     roll back the state the kernel may have advanced and re-raise with the job's
     index as `error.args[0]`."""
@@ -158,7 +158,6 @@ def run(jobs: list[Job]) -> int | None:
     for j in jobs:
         for f in j.after:
             f()
-    return None
 
 
 def apply_builtin(rule: Any, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any]:
