@@ -168,7 +168,7 @@ def apply_builtin(rule: Any, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, A
     grad = _as_gradient(dx, x, "apply")
     job = prepare(rule, state, x, grad, want_update=True)
     run([job])
-    new_state, through = rule._advance(state)
+    new_state, through = rule._advance(state, x.dtype)
     return new_state, (job.result if through else None)
 
 

@@ -333,7 +333,7 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
                 _check_kernel_state(e)
             raise
         for e, job in zip(kernel_entries, kernel_jobs):
-            e.leaf.state = e.leaf.rule._advance(e.leaf.state)[0]
+            e.leaf.state = e.leaf.rule._advance(e.leaf.state, e.x.dtype)[0]
             if job.result is not e.x:
                 replaced[id(e.x)] = job.result
 

@@ -5,9 +5,10 @@ spec (names, defaults, validation), from which the constructor, ``repr``,
 ``==``, hashing and pickling all follow. Each built-in rule also says how the
 Rust kernel runs it: the kernel steps with hyper-parameters rounded to the
 array's dtype (``_kernel``), its state (``init``), which state arrays and
-per-leaf scalars the kernel reads (``_arrays``, ``_per_leaf``), and how the
-per-leaf scalars move after a step (``_advance``). The formulas themselves live
-in ``rust/kernels/src/rules/``, one file per rule.
+per-leaf scalars the kernel reads (``_arrays``, ``_per_leaf``), and how to put
+moved scalars back into the state (``_with_per_leaf``). The formulas, the
+scalars' moves after a step included, live in ``rust/kernels/src/rules/``, one
+file per rule.
 """
 
 from __future__ import annotations
@@ -182,16 +183,26 @@ class _Rule(AbstractRule):
     def _per_leaf(self, state: Any) -> list[float]:
         return []
 
-    def _advance(self, state: Any) -> tuple[Any, bool]:
-        """The state after a kernel step (per-leaf scalars moved on), and whether
-        the update went through (``False`` when an ``AccumGrad`` held it)."""
-        return state, True
+    def _with_per_leaf(self, state: Any, values: list[float]) -> Any:
+        """``state`` with its per-leaf scalars replaced by ``values``, each in
+        the type the state keeps it in."""
+        return state
+
+    def _advance(self, state: Any, dtype: np.dtype) -> tuple[Any, bool]:
+        """The state after a kernel step on a parameter of ``dtype`` (per-leaf
+        scalars moved on, by the kernel crate), and whether the update went
+        through (``False`` when an ``AccumGrad`` held it)."""
+        values = self._per_leaf(state)
+        if not values:
+            return state, True
+        moved, through = self._program(dtype).advance(values)
+        return self._with_per_leaf(state, moved), through
 
     def _program(self, dtype: np.dtype) -> _core.Program:
         programs = self.__dict__["_programs"]
         program = programs.get(dtype)
         if program is None:
-            program = programs[dtype] = _core.Program(self._kernel(dtype), half=dtype == np.float16)
+            program = programs[dtype] = _core.Program(self._kernel(dtype), np.dtype(dtype).name)
         return program
 
     def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
@@ -422,14 +433,9 @@ class _Moments(_Rule):
     def _per_leaf(self, state):
         return [float(state[2][0]), float(state[2][1])]
 
-    def _advance(self, state):
-        b1t, b2t = state[2]
-        # β in the scalars' own type (float32 for a float32 leaf), made once per type.
-        cache = self.__dict__.setdefault("_betas", {})
-        betas = cache.get(type(b1t))
-        if betas is None:
-            betas = cache[type(b1t)] = tuple(map(type(b1t), self.beta))
-        return (state[0], state[1], (b1t * betas[0], b2t * betas[1]), *state[3:]), True
+    def _with_per_leaf(self, state, values):
+        scalar = type(state[2][0])  # the leaf's dtype, as init made it
+        return (state[0], state[1], (scalar(values[0]), scalar(values[1])), *state[3:])
 
 
 class Adam(_Moments):
@@ -469,9 +475,9 @@ class RAdam(_Moments):
     def _per_leaf(self, state):
         return [*super()._per_leaf(state), float(state[3])]
 
-    def _advance(self, state):
-        moved, _ = super()._advance(state)
-        return (*moved[:3], state[3] + 1), True
+    def _with_per_leaf(self, state, values):
+        moved = super()._with_per_leaf(state, values)
+        return (*moved[:3], int(values[2]))
 
 
 class OAdam(_Moments):
@@ -601,10 +607,8 @@ class AccumGrad(_Rule):
     def _per_leaf(self, state):
         return [float(state[1])]
 
-    def _advance(self, state):
-        acc, counter = state
-        done = counter == self.n
-        return (acc, 1 if done else counter + 1), done
+    def _with_per_leaf(self, state, values):
+        return (state[0], int(values[0]))
 
 
 def _rule(rule: str, name: str, value: Any) -> AbstractRule:
@@ -652,13 +656,13 @@ class OptimiserChain(_Rule):
     def _per_leaf(self, state):
         return [v for r, s in zip(self.rules, state) for v in r._per_leaf(s)]
 
-    def _advance(self, state):
-        moved, through = [], True
+    def _with_per_leaf(self, state, values):
+        moved, at = [], 0
         for r, s in zip(self.rules, state):
-            if through:
-                s, through = r._advance(s)
-            moved.append(s)
-        return tuple(moved), through
+            n = len(r._per_leaf(s))
+            moved.append(r._with_per_leaf(s, values[at : at + n]))
+            at += n
+        return tuple(moved)
 
     def apply(self, state, x, dx):
         if self._builtin():
@@ -707,9 +711,15 @@ class MixedPrecision(_Rule):
         xT = np.array(x, dtype=self.dtype, order="C", copy=True)
         return (xT, self.rule.init(xT))
 
-    def _advance(self, state):
+    def _per_leaf(self, state):
+        return self.rule._per_leaf(state[1])
+
+    def _with_per_leaf(self, state, values):
+        return (state[0], self.rule._with_per_leaf(state[1], values))
+
+    def _advance(self, state, dtype):
         xT, inner = state
-        inner, through = self.rule._advance(inner)
+        inner, through = self.rule._advance(inner, np.dtype(self.dtype))
         return (xT, inner), through
 
     def apply(self, state, x, dx):

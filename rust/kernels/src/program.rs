@@ -81,6 +81,23 @@ impl Program {
         before
     }
 
+    /// Move a leaf's per-leaf scalars (`per_leaf`, in step order) on after a
+    /// step, in `T`'s arithmetic. Returns whether the update went through: false
+    /// when an `AccumGrad` held it, and then the rules after it do not advance.
+    pub fn advance<T: Float>(&self, per_leaf: &mut [f64]) -> bool {
+        let mut at = 0;
+        for step in &self.steps {
+            if let Step::Rule { kind, hyper } = step {
+                let scalars = &mut per_leaf[at..at + kind.per_leaf()];
+                at += kind.per_leaf();
+                if !kind.advance::<T>(hyper, scalars) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     pub(crate) fn bind<T: Float>(&self, per_leaf: &[f64]) -> Plan<T> {
         let mut plan = Plan {
             segments: vec![Vec::new()],

@@ -16,22 +16,36 @@ mod flat;
 
 use errors::to_py;
 
+/// The element type a program computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arith {
+    Single,
+    Double,
+    /// float16 arithmetic on float32 buffers (for float16 parameters).
+    Half,
+}
+
 /// A rule or chain as the kernels run it, built once per rule and dtype.
 #[pyclass(module = "optimisers._core", frozen)]
 struct Program {
     inner: kernels::Program,
-    /// Run in float16 arithmetic on float32 buffers (for float16 parameters).
-    half: bool,
+    element: Arith,
 }
 
 #[pymethods]
 impl Program {
     /// `steps`: a list of `(name, hyper)` pairs, `hyper` a tuple of floats;
-    /// `("ClipNorm", (omega, p, throw))` for a norm. With `half`, jobs (given as
-    /// float32 buffers) compute in float16 arithmetic, as for float16 parameters.
+    /// `("ClipNorm", (omega, p, throw))` for a norm. `dtype`: "float32",
+    /// "float64", or "float16", whose jobs (given as float32 buffers) compute in
+    /// float16 arithmetic.
     #[new]
-    #[pyo3(signature = (steps, half = false))]
-    fn new(steps: Vec<(String, Vec<f64>)>, half: bool) -> PyResult<Self> {
+    fn new(steps: Vec<(String, Vec<f64>)>, dtype: &str) -> PyResult<Self> {
+        let element = match dtype {
+            "float32" => Arith::Single,
+            "float64" => Arith::Double,
+            "float16" => Arith::Half,
+            _ => return Err(PyValueError::new_err(format!("no kernel for dtype {dtype:?}"))),
+        };
         let steps = steps
             .into_iter()
             .map(|(name, hyper)| match (name.as_str(), hyper.as_slice()) {
@@ -47,13 +61,27 @@ impl Program {
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Self {
             inner: kernels::Program::new(steps).map_err(to_py)?,
-            half,
+            element,
         })
     }
 
     #[getter]
     fn half(&self) -> bool {
-        self.half
+        self.element == Arith::Half
+    }
+
+    /// A leaf's per-leaf scalars after a step, and whether the update went
+    /// through (false when an `AccumGrad` held it back).
+    fn advance(&self, mut per_leaf: Vec<f64>) -> PyResult<(Vec<f64>, bool)> {
+        if per_leaf.len() != self.inner.per_leaf() {
+            return Err(PyValueError::new_err(format!(
+                "the program takes {} per-leaf scalars, got {}",
+                self.inner.per_leaf(),
+                per_leaf.len()
+            )));
+        }
+        let through = self.element.advance(&self.inner, &mut per_leaf);
+        Ok((per_leaf, through))
     }
 
     /// State arrays per leaf, in step order.
@@ -76,6 +104,16 @@ impl Program {
 
     fn __repr__(&self) -> String {
         format!("Program({:?})", self.inner.steps())
+    }
+}
+
+impl Arith {
+    fn advance(self, program: &kernels::Program, per_leaf: &mut [f64]) -> bool {
+        match self {
+            Arith::Single => program.advance::<f32>(per_leaf),
+            Arith::Double => program.advance::<f64>(per_leaf),
+            Arith::Half => program.advance::<kernels::Half>(per_leaf),
+        }
     }
 }
 
@@ -178,7 +216,7 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
                 PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
             })?;
         if dtype.is_equiv_to(&f32_dtype) {
-            let to = if job.0.half { &mut half } else { &mut single };
+            let to = if job.0.element == Arith::Half { &mut half } else { &mut single };
             to.push((i, borrow::<f32>(i, job)?));
         } else if dtype.is_equiv_to(&f64_dtype) {
             double.push((i, borrow::<f64>(i, job)?));

@@ -26,6 +26,12 @@ impl<T: Float> Rule<T, 1> for AccumGrad<T> {
             last: leaf[0] == h[0],
         }
     }
+    /// The counter runs `1, 2, …, n, 1, …`; the update passes only at `n`.
+    fn advance(h: &[f64], leaf: &mut [f64]) -> bool {
+        let last = leaf[0] == h[0];
+        leaf[0] = if last { 1.0 } else { leaf[0] + 1.0 };
+        last
+    }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [acc]: [&mut [T]; 1]) {
         let n = self.n;

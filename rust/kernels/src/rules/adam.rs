@@ -65,6 +65,13 @@ impl<T: Float> Moments<T> {
     }
 }
 
+/// The Adam family's `βᵗ ← βᵗ β` after a step: hyper-parameters `[η, β₁, β₂, …]`,
+/// per-leaf `[β₁ᵗ, β₂ᵗ, …]`, each product rounded to `T` as the state keeps it.
+pub fn advance_powers<T: Float>(h: &[f64], leaf: &mut [f64]) {
+    leaf[0] = (T::from_f64(leaf[0]) * T::from_f64(h[1])).to_f64();
+    leaf[1] = (T::from_f64(leaf[1]) * T::from_f64(h[2])).to_f64();
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Adam<T>(pub Moments<T>);
 
@@ -73,6 +80,10 @@ impl<T: Float> Rule<T, 2> for Adam<T> {
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Moments::bind(h, leaf))
+    }
+    fn advance(h: &[f64], leaf: &mut [f64]) -> bool {
+        advance_powers::<T>(h, leaf);
+        true
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {

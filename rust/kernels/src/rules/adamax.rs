@@ -2,7 +2,7 @@
 //! `(η / (1-β₁ᵗ)) m / (u + ϵ)`. State: `m`, `u`; per leaf `βᵗ`.
 
 use crate::float::Float;
-use crate::rules::adam::Moments;
+use crate::rules::adam::{advance_powers, Moments};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -13,6 +13,10 @@ impl<T: Float> Rule<T, 2> for AdaMax<T> {
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Moments::bind(h, leaf))
+    }
+    fn advance(h: &[f64], leaf: &mut [f64]) -> bool {
+        advance_powers::<T>(h, leaf);
+        true
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m, u]: [&mut [T]; 2]) {

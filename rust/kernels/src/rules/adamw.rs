@@ -3,7 +3,7 @@
 //! State: `m`, `v`; per leaf `βᵗ`.
 
 use crate::float::Float;
-use crate::rules::adam::Moments;
+use crate::rules::adam::{advance_powers, Moments};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +25,10 @@ impl<T: Float> Rule<T, 2> for AdamW<T> {
             lambda: T::from_f64(h[4]),
             couple: h[5] != 0.0,
         }
+    }
+    fn advance(h: &[f64], leaf: &mut [f64]) -> bool {
+        advance_powers::<T>(h, leaf);
+        true
     }
     #[inline(always)]
     fn apply(&self, x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {

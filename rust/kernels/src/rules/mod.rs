@@ -42,6 +42,13 @@ pub trait Rule<T: Float, const N: usize>: Copy {
 
     fn bind(hyper: &[f64], per_leaf: &[f64]) -> Self;
 
+    /// Move this leaf's per-leaf scalars on after a step, in `T`'s arithmetic.
+    /// Returns false when the step held the update back (an `AccumGrad`
+    /// before its n-th gradient): the rules after it in a chain did not run.
+    fn advance(_hyper: &[f64], _per_leaf: &mut [f64]) -> bool {
+        true
+    }
+
     /// Rewrite `dx` into this rule's update, advancing the state in place.
     /// All slices have the same length.
     fn apply(&self, x: &[T], dx: &mut [T], state: [&mut [T]; N]);
@@ -92,6 +99,11 @@ macro_rules! registry {
             #[must_use]
             pub fn states(self) -> usize {
                 match self { $(Kind::$kind => $n),* }
+            }
+
+            /// `Rule::advance` of this kind, in `T`'s arithmetic.
+            pub fn advance<T: Float>(self, hyper: &[f64], per_leaf: &mut [f64]) -> bool {
+                match self { $(Kind::$kind => <$rule::$rule<T> as Rule<T, $n>>::advance(hyper, per_leaf)),* }
             }
         }
 

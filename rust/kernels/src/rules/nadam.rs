@@ -3,7 +3,7 @@
 //! State: `m`, `v`; per leaf `βᵗ`.
 
 use crate::float::Float;
-use crate::rules::adam::Moments;
+use crate::rules::adam::{advance_powers, Moments};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,10 @@ impl<T: Float> Rule<T, 2> for NAdam<T> {
             moments,
             ahead: (ahead, T::ONE / ahead),
         }
+    }
+    fn advance(h: &[f64], leaf: &mut [f64]) -> bool {
+        advance_powers::<T>(h, leaf);
+        true
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {

@@ -4,7 +4,7 @@
 //! momentum `m / (1-β₁ᵗ) * η`. State: `m`, `v`; per leaf `βᵗ` and the step `t`.
 
 use crate::float::Float;
-use crate::rules::adam::Moments;
+use crate::rules::adam::{advance_powers, Moments};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +31,11 @@ impl<T: Float> Rule<T, 2> for RAdam<T> {
                 .sqrt()
         });
         Self { moments, rectifier }
+    }
+    fn advance(h: &[f64], leaf: &mut [f64]) -> bool {
+        advance_powers::<T>(h, leaf);
+        leaf[2] += 1.0;
+        true
     }
     #[inline(always)]
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
