@@ -141,9 +141,13 @@ def assert_same(a, b, path="state"):
 # the package against the oracle, through update_ and update
 
 
-@pytest.mark.parametrize("fn", ["update_", "update"])  # topmost: varies fastest
+# "update_": planned once, then one call per step (see _plan.py); "update_general":
+# the same with plans off, one leaf at a time; "update": out of place.
+@pytest.mark.parametrize("fn", ["update_", "update_general", "update"])  # varies fastest
 @pytest.mark.parametrize(("shape", "kind"), CASES)
-def test_matches_oracle(rule, dtype, shape, kind, fn):
+def test_matches_oracle(rule, dtype, shape, kind, fn, monkeypatch):
+    if fn == "update_general":
+        monkeypatch.setattr(optimisers._plan, "enabled", False)
     x0, grads, states, xs = expected(rule, dtype, shape, kind)
     rtol, atol = tolerances(rule, dtype)
     model = {"w": x0.copy()}
@@ -151,7 +155,7 @@ def test_matches_oracle(rule, dtype, shape, kind, fn):
     assert_state_close(state["w"].state, oracle.init(rule, x0), 0, 0, "initial state")
     for t, (g, want_state, want_x) in enumerate(zip(grads, states, xs), start=1):
         grad = {"w": g.copy()}
-        if fn == "update_":
+        if fn != "update":
             state, model = optimisers.update_(state, model, grad)
         else:
             before_state, before_x = copy.deepcopy(state["w"].state), model["w"].copy()
@@ -322,10 +326,12 @@ _LEAVES = {
 }
 
 
-def test_many_leaves_in_one_call(rule):
+@pytest.mark.parametrize("convert", [True, False], ids=["converted", "as-is"])
+def test_many_leaves_in_one_call(rule, convert):
     """Leaves of several shapes and both dtypes go to the kernel in one call;
     some get no gradient at some steps (their state stays, so AccumGrad counters
-    and powers differ between leaves); each still follows its own oracle."""
+    and powers differ between leaves); each still follows its own oracle. With
+    every gradient in its parameter's dtype the steps take the plan."""
     rng = np.random.default_rng(11)
     x0 = {k: rng.standard_normal(s).astype(d) for k, (s, d) in _LEAVES.items()}
     model = {k: v.copy() for k, v in x0.items()}
@@ -339,7 +345,7 @@ def test_many_leaves_in_one_call(rule):
                 continue
             g = rng.standard_normal(shape)
             # "e" gets float32 gradients for float64 parameters: converted first
-            grad[k] = g.astype(np.float32) if k == "e" else g.astype(dt)
+            grad[k] = g.astype(np.float32) if k == "e" and convert else g.astype(dt)
             want[k] = oracle.step(rule, *want[k], grad[k].astype(dt))
         state, model = optimisers.update_(state, model, grad)
         for k, (_, dt) in _LEAVES.items():

@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 __all__ = [
     "NonFiniteNormError",
+    "Plan",
     "Program",
     "_copy",
     "_roofline",
@@ -39,6 +40,33 @@ class Program:
     def per_leaf(self) -> int: ...
     @property
     def states_before_last_norm(self) -> int: ...
+
+_Node = tuple[int, object, int, str, type | None, Sequence[object], int, int]
+_PlanLeaf = tuple[
+    object,
+    npt.NDArray[np.floating],
+    Sequence[npt.NDArray[np.floating]],
+    Program,
+    Sequence[float],
+    bool,
+]
+
+@final
+class Plan:
+    """A cached plan of `update_(state, model, grad)` for one state tree and model."""
+
+    @staticmethod
+    def build(
+        state: object, model: object, nodes: Sequence[_Node], leaves: Sequence[_PlanLeaf]
+    ) -> Plan | None: ...
+    def step(self, state: object, model: object, grad: object) -> bool: ...
+    def matches(self, state: object, model: object) -> bool: ...
+    def moved(self, slot: int) -> list[float] | None: ...
+    @property
+    def valid(self) -> bool: ...
+    def invalidate(self) -> None: ...
+    @property
+    def leaves(self) -> int: ...
 
 _Job = tuple[
     Program,

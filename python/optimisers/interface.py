@@ -10,7 +10,9 @@ array could not be written in place: a step that fails changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _kernel, tree
+from . import _core, _kernel, _plan, tree
 from . import views as _views
 from .keypath import KeyPath
 from .rules import AbstractRule, MixedPrecision
@@ -32,12 +34,69 @@ class Leaf:
     whether it is ``frozen``. Mutable; the same ``Leaf`` at several places of a
     state tree means the parameter there is one and the same (a tie)."""
 
-    __slots__ = ("frozen", "rule", "state")
+    # Once `update_` has planned a step (see `_plan.py`), the plan keeps this
+    # leaf's per-leaf scalars: `_plan` and `_slot` say where, and reading
+    # `state` fetches them. Setting any field detaches the leaf and retires the plan.
+    __slots__ = ("_frozen", "_plan", "_rule", "_slot", "_state")
 
     def __init__(self, rule: AbstractRule, state: Any, frozen: bool = False) -> None:
-        self.rule = rule
-        self.state = state
-        self.frozen = bool(frozen)
+        self._rule = rule
+        self._state = state
+        self._frozen = bool(frozen)
+        self._plan: Any = None
+        self._slot = 0
+
+    @property
+    def rule(self) -> AbstractRule:
+        return self._rule
+
+    @rule.setter
+    def rule(self, rule: AbstractRule) -> None:
+        self._detach()
+        self._rule = rule
+        _plan.leaf_changed()
+
+    @property
+    def state(self) -> Any:
+        if self._plan is not None:
+            moved = self._plan.moved(self._slot)
+            if moved is not None:
+                self._state = self._rule._with_per_leaf(self._state, moved)
+        return self._state
+
+    @state.setter
+    def state(self, state: Any) -> None:
+        self._set_state(state)
+        _plan.leaf_changed()
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    @frozen.setter
+    def frozen(self, frozen: bool) -> None:
+        self._detach()
+        self._frozen = bool(frozen)
+        _plan.leaf_changed()
+
+    def _attach(self, plan: Any, slot: int) -> None:
+        self._plan, self._slot = plan, slot
+
+    def _detach(self) -> None:
+        """Take the state back from the plan, and retire the plan."""
+        plan = self._plan
+        if plan is not None:
+            self._state = self.state
+            self._plan = None
+            plan.invalidate()
+
+    def _set_state(self, state: Any) -> None:
+        """Set the state after a step of the general path."""
+        plan = self._plan
+        if plan is not None:
+            self._plan = None
+            plan.invalidate()
+        self._state = state
 
     def __repr__(self) -> str:
         frozen = ", frozen=True" if self.frozen else ""
@@ -290,10 +349,19 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     Returns ``(state, model)``: the same objects, except that a parameter that
     cannot be written (read-only) is replaced by a new array in a rebuilt model.
     """
+    if _plan.enabled and _plan.take_step(state, model, grad):
+        return state, model
+    return _update_general(state, model, grad)
+
+
+def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
+    """``update_`` without a plan: every case, one leaf at a time in Python."""
     entries: dict[int, _Entry] = {}
     _collect(state, model, grad, KeyPath(), entries)
     ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
+
+    _unalias_gradients(live)
 
     kernel_jobs, kernel_entries, python_entries = [], [], []
     for e in live:
@@ -333,12 +401,12 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
                 _check_kernel_state(e)
             raise
         for e, job in zip(kernel_entries, kernel_jobs):
-            e.leaf.state = e.leaf.rule._advance(e.leaf.state, e.x.dtype)[0]
+            e.leaf._set_state(e.leaf.rule._advance(e.leaf.state, e.x.dtype)[0])
             if job.result is not e.x:
                 replaced[id(e.x)] = job.result
 
     for e, new_state, update in python_results:
-        e.leaf.state = new_state
+        e.leaf._set_state(new_state)
         if update is not None:
             new = _subtract(e.x, update, e.path)
             if new is not e.x:
@@ -356,6 +424,38 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
         _views.follow(replaced, ties, state, model)  # views of a new array view it too
         model = _replace_arrays(model, replaced)
     return state, model
+
+
+def _unalias_gradients(live: list[_Entry]) -> None:
+    """Copy every gradient that shares memory with an array the step writes (a
+    parameter or a state array, of any leaf): the kernel reads gradients while
+    it writes those."""
+    written = []
+    for e in live:
+        arrays = [e.x]
+        state = e.leaf.state
+        rule = e.leaf.rule
+        try:
+            if isinstance(rule, MixedPrecision):
+                arrays += [state[0], *rule.rule._arrays(state[1])]
+            elif _kernel.runs_in_kernel(rule, e.x.dtype):
+                arrays += rule._arrays(state)
+        except (TypeError, IndexError, AttributeError):
+            pass  # a state that does not fit: reported when its job is made
+        written += [_views._bounds(a) for a in arrays if isinstance(a, np.ndarray) and a.size]
+    if not written:
+        return
+    written.sort()
+    starts = [lo for lo, _ in written]
+    ends = list(itertools.accumulate((hi for _, hi in written), max))
+    for e in live:
+        if e.owns_grad or not e.grad.size:
+            continue
+        lo, hi = _views._bounds(e.grad)
+        # Some written span starts before `hi` and ends after `lo`.
+        i = bisect.bisect_left(starts, hi)
+        if i and ends[i - 1] > lo:
+            e.grad, e.owns_grad = e.grad.copy(), True
 
 
 def _check_kernel_state(e: _Entry) -> None:
@@ -442,7 +542,8 @@ def update(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     leaves: dict[int, Leaf] = {}
     new_state = _copy_state_tree(state, leaves)
     new_model = _copy_parameters(state, model, arrays)
-    return update_(new_state, new_model, grad)
+    # A plan would be made for these new trees and then thrown away.
+    return _update_general(new_state, new_model, grad)
 
 
 def _copy_state(s: Any) -> Any:

@@ -13,6 +13,7 @@ use optimisers_kernels::{Float, Kind, Step};
 mod bench;
 mod errors;
 mod flat;
+mod plan;
 
 use errors::to_py;
 
@@ -44,7 +45,11 @@ impl Program {
             "float32" => Arith::Single,
             "float64" => Arith::Double,
             "float16" => Arith::Half,
-            _ => return Err(PyValueError::new_err(format!("no kernel for dtype {dtype:?}"))),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "no kernel for dtype {dtype:?}"
+                )))
+            }
         };
         let steps = steps
             .into_iter()
@@ -216,7 +221,11 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
                 PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
             })?;
         if dtype.is_equiv_to(&f32_dtype) {
-            let to = if job.0.element == Arith::Half { &mut half } else { &mut single };
+            let to = if job.0.element == Arith::Half {
+                &mut half
+            } else {
+                &mut single
+            };
             to.push((i, borrow::<f32>(i, job)?));
         } else if dtype.is_equiv_to(&f64_dtype) {
             double.push((i, borrow::<f64>(i, job)?));
@@ -305,5 +314,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     bench::register(m)?;
     flat::register(m)?;
+    plan::register(m)?;
     errors::register(m)
 }

@@ -1,0 +1,761 @@
+//! A model's step, planned once: the `update_` fast path.
+//!
+//! Python flattens a state tree and its model into a `Plan` (see
+//! `python/optimisers/_plan.py`): the containers on the way to each `Leaf`, in
+//! pre-order, and per leaf its parameter, state arrays, program and per-leaf
+//! scalars, which from then on live here. Each step the plan walks the model,
+//! the state tree and the gradient along those paths, checks that everything is
+//! still what it was and that every gradient is an array the kernel can read as
+//! it is, and only then runs every leaf in one kernel call. Anything it cannot
+//! vouch for (a replaced array, a gradient of another dtype or layout, a tree of
+//! another shape) makes `step` return `False` having changed nothing, and
+//! Python takes its general path, which converts or reports the problem.
+
+use std::ops::Range;
+
+use numpy::npyffi::{self, flags, PyArrayObject};
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+use optimisers_kernels as kernels;
+
+use crate::{errors, Arith, Program};
+
+/// What a model node is, which decides how children and gradients are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dict,
+    /// A list or a plain tuple.
+    Seq,
+    NamedTuple,
+    /// A dataclass or registered object: children are attributes.
+    Object,
+}
+
+impl Kind {
+    fn from_name(name: &str) -> PyResult<Self> {
+        Ok(match name {
+            "dict" => Kind::Dict,
+            "seq" => Kind::Seq,
+            "namedtuple" => Kind::NamedTuple,
+            "object" => Kind::Object,
+            _ => return Err(PyValueError::new_err(format!("unknown node kind {name:?}"))),
+        })
+    }
+}
+
+enum What {
+    Container {
+        kind: Kind,
+        ty: Py<PyType>,
+        /// For dicts, every key the model had; for sequences, their length.
+        keys: Vec<Py<PyAny>>,
+        len: usize,
+    },
+    Leaf(usize),
+}
+
+struct Node {
+    /// Index of the parent node (nodes are in pre-order); the root has none.
+    parent: Option<usize>,
+    /// The key in the parent: a dict key, an attribute name, or (for
+    /// sequences) the same as `index`.
+    key: Py<PyAny>,
+    /// The position among the parent's children.
+    index: usize,
+    what: What,
+}
+
+/// How the gradient of a container node yields its children this step.
+#[derive(Clone, Copy)]
+enum GradAccess {
+    /// The gradient is a dict: `grad.get(key)`.
+    Get,
+    /// A list or tuple as long as the model's: `grad[index]`.
+    Index,
+    /// An object of the model's own type: `getattr(grad, key, None)`.
+    Attr,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F32,
+    F64,
+}
+
+/// A memory range, in bytes.
+type Span = Range<usize>;
+
+/// An array the kernel writes: the object, and where its data was at build.
+struct Buffer {
+    array: Py<PyAny>,
+    data: usize,
+}
+
+struct LeafPlan {
+    /// The `Leaf` object the state tree holds here.
+    leaf: Py<PyAny>,
+    x: Buffer,
+    descr: usize,
+    len: usize,
+    dtype: Dtype,
+    states: Vec<Buffer>,
+    program: Py<Program>,
+    scalars: Range<usize>,
+    frozen: bool,
+}
+
+/// The raw fields of an ndarray. The caller has checked `a` is one.
+fn fields<'a>(a: &'a Bound<'_, PyAny>) -> &'a npyffi::PyArrayObject_fields {
+    // SAFETY: `a` is an ndarray (checked by the caller with `PyArray_Check`), so
+    // the object is a `PyArrayObject`; the reference lives no longer than `a`.
+    unsafe { &(*a.as_ptr().cast::<PyArrayObject>()).fields }
+}
+
+fn is_array(a: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: a type check on a live object, with the GIL held.
+    unsafe { npyffi::PyArray_CheckExact(a.py(), a.as_ptr()) != 0 }
+}
+
+fn element_count(f: &npyffi::PyArrayObject_fields) -> usize {
+    let nd = usize::try_from(f.nd).unwrap_or(0);
+    if nd == 0 {
+        return 1;
+    }
+    // SAFETY: `dimensions` holds `nd` entries for as long as the array lives.
+    let dims = unsafe { std::slice::from_raw_parts(f.dimensions, nd) };
+    dims.iter()
+        .map(|&d| usize::try_from(d).unwrap_or(0))
+        .product()
+}
+
+fn dims(f: &npyffi::PyArrayObject_fields) -> &[npyffi::npy_intp] {
+    let nd = usize::try_from(f.nd).unwrap_or(0);
+    if nd == 0 {
+        return &[];
+    }
+    // SAFETY: as in `element_count`.
+    unsafe { std::slice::from_raw_parts(f.dimensions, nd) }
+}
+
+fn has_flags(f: &npyffi::PyArrayObject_fields, want: i32) -> bool {
+    f.flags & want == want
+}
+
+const KERNEL_READS: i32 = flags::NPY_ARRAY_C_CONTIGUOUS | flags::NPY_ARRAY_ALIGNED;
+const KERNEL_WRITES: i32 = KERNEL_READS | flags::NPY_ARRAY_WRITEABLE;
+
+/// A cached plan of `update_(state, model, grad)` for one state tree and model.
+#[pyclass(module = "optimisers._core", weakref)]
+pub struct Plan {
+    state: Option<Py<PyAny>>,
+    model: Option<Py<PyAny>>,
+    nodes: Vec<Node>,
+    leaves: Vec<LeafPlan>,
+    /// Every leaf's per-leaf scalars, concatenated.
+    scalars: Vec<f64>,
+    /// Per leaf: its scalars moved since Python last fetched them.
+    moved: Vec<bool>,
+    /// The memory the kernel writes (parameters and states), sorted, disjoint.
+    written: Vec<Span>,
+    valid: bool,
+}
+
+/// One leaf's gradient this step: its data, or `None` for no update.
+type Found = Option<usize>;
+
+/// Why the fast path declines a step.
+enum Decline {
+    /// The model or state tree is not what was planned: the plan is retired.
+    Stale,
+    /// A gradient is not an array the kernel reads as it is, or its tree does
+    /// not mirror the model's: the general path converts it, or says what is wrong.
+    Gradient,
+}
+
+impl Plan {
+    /// The child of model or state container `parent` for `node`.
+    fn child<'py>(
+        parent: &Bound<'py, PyAny>,
+        kind: Kind,
+        node: &Node,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = parent.py();
+        match kind {
+            Kind::Dict => match parent.cast::<PyDict>() {
+                Ok(d) => d.get_item(node.key.bind(py)).ok().flatten(),
+                Err(_) => parent.get_item(node.key.bind(py)).ok(),
+            },
+            Kind::Seq | Kind::NamedTuple => {
+                if let Ok(l) = parent.cast::<PyList>() {
+                    l.get_item(node.index).ok()
+                } else if let Ok(t) = parent.cast::<PyTuple>() {
+                    t.get_item(node.index).ok()
+                } else {
+                    None
+                }
+            }
+            Kind::Object => parent
+                .getattr(node.key.bind(py).cast::<PyString>().ok()?)
+                .ok(),
+        }
+    }
+
+    /// How `grad` (not None) gives the children of a container like `model`,
+    /// or `None` when the fast path cannot vouch for it.
+    fn grad_access(
+        grad: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        kind: Kind,
+        len: usize,
+    ) -> Option<GradAccess> {
+        if grad.is_exact_instance_of::<PyDict>() {
+            if kind == Kind::Seq {
+                return None;
+            }
+            if kind == Kind::Dict {
+                // Keys the model lacks are an error unless their value is None.
+                let grad = grad.cast::<PyDict>().ok()?;
+                let model = model.cast::<PyDict>().ok()?;
+                for (k, v) in grad.iter() {
+                    if !v.is_none() && !model.contains(k).ok()? {
+                        return None;
+                    }
+                }
+            }
+            return Some(GradAccess::Get);
+        }
+        match kind {
+            Kind::Dict => None,
+            Kind::Seq | Kind::NamedTuple => {
+                let seq = grad.is_exact_instance_of::<PyTuple>()
+                    || if kind == Kind::Seq {
+                        grad.is_exact_instance_of::<PyList>()
+                    } else {
+                        grad.get_type().is(model.get_type())
+                    };
+                (seq && grad.len().ok()? == len).then_some(GradAccess::Index)
+            }
+            Kind::Object => grad
+                .get_type()
+                .is(model.get_type())
+                .then_some(GradAccess::Attr),
+        }
+    }
+
+    fn grad_child<'py>(
+        grad: &Bound<'py, PyAny>,
+        access: GradAccess,
+        node: &Node,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = grad.py();
+        let found = match access {
+            GradAccess::Get => grad
+                .cast::<PyDict>()
+                .ok()?
+                .get_item(node.key.bind(py))
+                .ok()?,
+            GradAccess::Index => Some(if let Ok(l) = grad.cast::<PyList>() {
+                l.get_item(node.index).ok()?
+            } else {
+                grad.cast::<PyTuple>().ok()?.get_item(node.index).ok()?
+            }),
+            GradAccess::Attr => match grad.getattr(node.key.bind(py).cast::<PyString>().ok()?) {
+                Ok(v) => Some(v),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => None,
+                Err(_) => return None,
+            },
+        };
+        Some(found.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    /// The gradient's data if the kernel can read it as it is for `leaf`:
+    /// an ndarray of the parameter's dtype and shape, C-contiguous, aligned,
+    /// and clear of every array the step writes.
+    fn gradient(
+        &self,
+        grad: &Bound<'_, PyAny>,
+        leaf: &LeafPlan,
+        x: &Bound<'_, PyAny>,
+    ) -> Option<usize> {
+        if !is_array(grad) {
+            return None;
+        }
+        let (g, xf) = (fields(grad), fields(x));
+        if !has_flags(g, KERNEL_READS) || dims(g) != dims(xf) {
+            return None;
+        }
+        if g.descr as usize != leaf.descr {
+            let (gd, xd) = (
+                grad.cast::<PyUntypedArray>().ok()?,
+                x.cast::<PyUntypedArray>().ok()?,
+            );
+            if !gd.dtype().is_equiv_to(&xd.dtype()) {
+                return None;
+            }
+        }
+        let data = g.data as usize;
+        let bytes = leaf.len * leaf.dtype.size();
+        if bytes > 0 && self.overlaps_written(data..data + bytes) {
+            return None;
+        }
+        Some(data)
+    }
+
+    fn overlaps_written(&self, span: Span) -> bool {
+        // The first written span that ends after `span` starts is the only
+        // candidate: the spans are sorted and disjoint.
+        let i = self.written.partition_point(|w| w.end <= span.start);
+        self.written.get(i).is_some_and(|w| w.start < span.end)
+    }
+
+    /// Walk the trees; the gradient data of each leaf, or why the fast path
+    /// cannot take this step.
+    fn walk(
+        &self,
+        state: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        grad: &Bound<'_, PyAny>,
+    ) -> Result<Vec<Found>, Decline> {
+        use Decline::{Gradient, Stale};
+        let n = self.nodes.len();
+        let mut models: Vec<Bound<'_, PyAny>> = Vec::with_capacity(n);
+        let mut states: Vec<Bound<'_, PyAny>> = Vec::with_capacity(n);
+        // A node's gradient and how it yields children (None: no gradient here).
+        let mut grads: Vec<Option<(Bound<'_, PyAny>, GradAccess)>> = Vec::with_capacity(n);
+        let mut found: Vec<Found> = vec![None; self.leaves.len()];
+        for node in &self.nodes {
+            let (m, s, g) = match node.parent {
+                None => (model.clone(), state.clone(), Some(grad.clone())),
+                Some(p) => {
+                    let What::Container { kind, .. } = self.nodes[p].what else {
+                        return Err(Stale);
+                    };
+                    let m = Self::child(&models[p], kind, node).ok_or(Stale)?;
+                    let s = Self::child(&states[p], kind, node).ok_or(Stale)?;
+                    let g = match &grads[p] {
+                        Some((g, access)) => {
+                            Some(Self::grad_child(g, *access, node).ok_or(Gradient)?)
+                        }
+                        None => None,
+                    };
+                    (m, s, g)
+                }
+            };
+            let g = g.filter(|g| !g.is_none());
+            match &node.what {
+                What::Container {
+                    kind,
+                    ty,
+                    keys,
+                    len,
+                } => {
+                    if !m.get_type().is(ty.bind(m.py()))
+                        || (*kind != Kind::Object && m.len().ok() != Some(*len))
+                    {
+                        return Err(Stale);
+                    }
+                    if *kind == Kind::Dict {
+                        let d = m.cast::<PyDict>().map_err(|_| Stale)?;
+                        for k in keys {
+                            if !d.contains(k.bind(m.py())).unwrap_or(false) {
+                                return Err(Stale);
+                            }
+                        }
+                    }
+                    let g = match g {
+                        Some(g) => {
+                            let access = Self::grad_access(&g, &m, *kind, *len).ok_or(Gradient)?;
+                            Some((g, access))
+                        }
+                        None => None,
+                    };
+                    grads.push(g);
+                }
+                What::Leaf(j) => {
+                    let leaf = &self.leaves[*j];
+                    if !s.is(leaf.leaf.bind(s.py()))
+                        || !m.is(leaf.x.array.bind(m.py()))
+                        || !Self::buffers_unchanged(leaf, &m)
+                    {
+                        return Err(Stale);
+                    }
+                    if let Some(g) = &g {
+                        found[*j] = Some(self.gradient(g, leaf, &m).ok_or(Gradient)?);
+                    }
+                    grads.push(None);
+                }
+            }
+            models.push(m);
+            states.push(s);
+        }
+        Ok(found)
+    }
+
+    /// The parameter and state arrays still are where they were, as they were.
+    fn buffers_unchanged(leaf: &LeafPlan, x: &Bound<'_, PyAny>) -> bool {
+        let f = fields(x);
+        let same = |f: &npyffi::PyArrayObject_fields, b: &Buffer| {
+            f.data as usize == b.data && has_flags(f, KERNEL_WRITES) && element_count(f) == leaf.len
+        };
+        f.descr as usize == leaf.descr
+            && same(f, &leaf.x)
+            && leaf
+                .states
+                .iter()
+                .all(|s| same(fields(s.array.bind(x.py())), s))
+    }
+
+    fn run(&mut self, py: Python<'_>, found: &[Found]) -> PyResult<()> {
+        let mut single: Vec<kernels::Job<'_, f32>> = Vec::new();
+        let mut double: Vec<kernels::Job<'_, f64>> = Vec::new();
+        let (mut single_index, mut double_index) = (Vec::new(), Vec::new());
+        for (j, (leaf, grad)) in self.leaves.iter().zip(found).enumerate() {
+            let Some(grad) = *grad else { continue };
+            if leaf.frozen {
+                continue;
+            }
+            let program = &leaf.program.get().inner;
+            let per_leaf = &self.scalars[leaf.scalars.clone()];
+            match leaf.dtype {
+                Dtype::F32 => {
+                    single.push(job(leaf, grad, program, per_leaf));
+                    single_index.push(j);
+                }
+                Dtype::F64 => {
+                    double.push(job(leaf, grad, program, per_leaf));
+                    double_index.push(j);
+                }
+            }
+        }
+        let index: Vec<usize> = single_index.iter().chain(&double_index).copied().collect();
+        py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut []))
+            .map_err(|e| errors::with_job(e, &index))?;
+        drop((single, double));
+        for &j in &index {
+            let leaf = &self.leaves[j];
+            self.moved[j] |= !leaf.scalars.is_empty();
+            let scalars = &mut self.scalars[leaf.scalars.clone()];
+            let program = &leaf.program.get().inner;
+            match leaf.dtype {
+                Dtype::F32 => program.advance::<f32>(scalars),
+                Dtype::F64 => program.advance::<f64>(scalars),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The kernel job of one leaf, on slices made from the arrays' data.
+fn job<'a, T>(
+    leaf: &LeafPlan,
+    grad: usize,
+    program: &'a kernels::Program,
+    per_leaf: &'a [f64],
+) -> kernels::Job<'a, T> {
+    let n = leaf.len;
+    // SAFETY: `Plan::build` checked that every buffer here is a C-contiguous,
+    // aligned, writeable array of `T` with `n` elements, and that the parameter
+    // and state arrays of all leaves are pairwise disjoint; `walk` checked that
+    // they are unchanged this step (same objects, data, flags and size) and that
+    // the gradient, which is only read, overlaps none of them. The plan holds a
+    // reference to each array, so the memory outlives the call, and NumPy cannot
+    // move the data of an array that is referenced elsewhere. Zero-length
+    // arrays get empty slices, whatever their data pointer.
+    unsafe {
+        let writable = |data: usize| -> &'a mut [T] {
+            if n == 0 {
+                &mut []
+            } else {
+                std::slice::from_raw_parts_mut(data as *mut T, n)
+            }
+        };
+        kernels::Job {
+            x: writable(leaf.x.data),
+            grad: if n == 0 {
+                &[]
+            } else {
+                std::slice::from_raw_parts(grad as *const T, n)
+            },
+            states: leaf.states.iter().map(|s| writable(s.data)).collect(),
+            program,
+            per_leaf,
+            update: None,
+        }
+    }
+}
+
+impl Dtype {
+    fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+}
+
+/// A node as Python describes it: `(parent, key, index, kind, type, keys, len,
+/// leaf)`, `parent` -1 for the root; `kind` one of "dict" (with all its `keys`),
+/// "seq", "namedtuple" (with their `len`), "object", or "leaf" with `leaf` its
+/// index into the leaves.
+type PyNode<'py> = (
+    isize,
+    Bound<'py, PyAny>,
+    usize,
+    String,
+    Option<Bound<'py, PyType>>,
+    Vec<Bound<'py, PyAny>>,
+    usize,
+    usize,
+);
+
+/// A leaf as Python describes it: `(leaf, x, states, program, per_leaf, frozen)`.
+type PyLeaf<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Vec<Bound<'py, PyAny>>,
+    Bound<'py, Program>,
+    Vec<f64>,
+    bool,
+);
+
+#[pymethods]
+impl Plan {
+    /// A plan for `state` and `model` from their flattened description, or
+    /// None when some array is not one the kernel can write in place (not a
+    /// C-contiguous, aligned, writeable float32/float64 array of the right
+    /// size, or overlapping another).
+    #[staticmethod]
+    fn build(
+        state: Bound<'_, PyAny>,
+        model: Bound<'_, PyAny>,
+        nodes: Vec<PyNode<'_>>,
+        leaves: Vec<PyLeaf<'_>>,
+    ) -> PyResult<Option<Plan>> {
+        let mut plan = Plan {
+            state: Some(state.unbind()),
+            model: Some(model.unbind()),
+            nodes: Vec::with_capacity(nodes.len()),
+            leaves: Vec::with_capacity(leaves.len()),
+            scalars: Vec::new(),
+            moved: Vec::new(),
+            written: Vec::new(),
+            valid: true,
+        };
+        for (parent, key, index, kind, ty, keys, len, leaf) in nodes {
+            let parent = usize::try_from(parent).ok();
+            if parent.is_some_and(|p| p >= plan.nodes.len()) {
+                return Err(PyValueError::new_err("a node's parent must come before it"));
+            }
+            let what = if kind == "leaf" {
+                if leaf >= leaves.len() {
+                    return Err(PyValueError::new_err("a leaf node's index is out of range"));
+                }
+                What::Leaf(leaf)
+            } else {
+                let ty =
+                    ty.ok_or_else(|| PyValueError::new_err("a container node needs its type"))?;
+                What::Container {
+                    kind: Kind::from_name(&kind)?,
+                    ty: ty.unbind(),
+                    keys: keys.into_iter().map(Bound::unbind).collect(),
+                    len,
+                }
+            };
+            plan.nodes.push(Node {
+                parent,
+                key: key.unbind(),
+                index,
+                what,
+            });
+        }
+        for (leaf, x, states, program, per_leaf, frozen) in leaves {
+            let Some(leaf_plan) = plan.leaf(leaf, &x, &states, program, &per_leaf, frozen)? else {
+                return Ok(None);
+            };
+            plan.leaves.push(leaf_plan);
+            plan.moved.push(false);
+        }
+        plan.written.sort_by_key(|s| s.start);
+        if plan.written.windows(2).any(|w| w[0].end > w[1].start) {
+            return Ok(None);
+        }
+        Ok(Some(plan))
+    }
+
+    /// One step: `True` when done; `False`, with nothing changed, when the fast
+    /// path cannot take it (the caller then takes the general path).
+    fn step(
+        &mut self,
+        py: Python<'_>,
+        state: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        grad: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let same = |mine: &Option<Py<PyAny>>, theirs: &Bound<'_, PyAny>| {
+            mine.as_ref().is_some_and(|m| m.bind(py).is(theirs))
+        };
+        if !self.valid || !same(&self.state, state) || !same(&self.model, model) {
+            return Ok(false);
+        }
+        match self.walk(state, model, grad) {
+            Ok(found) => {
+                self.run(py, &found)?;
+                Ok(true)
+            }
+            Err(Decline::Gradient) => Ok(false),
+            Err(Decline::Stale) => {
+                self.valid = false;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether this plan is valid and was made for this state tree and model.
+    fn matches(&self, py: Python<'_>, state: &Bound<'_, PyAny>, model: &Bound<'_, PyAny>) -> bool {
+        let same = |mine: &Option<Py<PyAny>>, theirs: &Bound<'_, PyAny>| {
+            mine.as_ref().is_some_and(|m| m.bind(py).is(theirs))
+        };
+        self.valid && same(&self.state, state) && same(&self.model, model)
+    }
+
+    /// Leaf `slot`'s per-leaf scalars if they moved since last asked, else None.
+    fn moved(&mut self, slot: usize) -> PyResult<Option<Vec<f64>>> {
+        let leaf = self
+            .leaves
+            .get(slot)
+            .ok_or_else(|| PyValueError::new_err(format!("no leaf {slot} in this plan")))?;
+        let moved = std::mem::take(&mut self.moved[slot]);
+        Ok(moved.then(|| self.scalars[leaf.scalars.clone()].to_vec()))
+    }
+
+    /// False once `invalidate` was called: `step` then always declines.
+    #[getter]
+    fn valid(&self) -> bool {
+        self.valid
+    }
+
+    /// Stop using this plan (a `Leaf` of it changed); `moved` still answers.
+    fn invalidate(&mut self) {
+        self.valid = false;
+    }
+
+    #[getter]
+    fn leaves(&self) -> usize {
+        self.leaves.len()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.state)?;
+        visit.call(&self.model)?;
+        for node in &self.nodes {
+            visit.call(&node.key)?;
+            if let What::Container { ty, keys, .. } = &node.what {
+                visit.call(ty)?;
+                for k in keys {
+                    visit.call(k)?;
+                }
+            }
+        }
+        for leaf in &self.leaves {
+            visit.call(&leaf.leaf)?;
+            visit.call(&leaf.x.array)?;
+            for s in &leaf.states {
+                visit.call(&s.array)?;
+            }
+            visit.call(&leaf.program)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.valid = false;
+        self.state = None;
+        self.model = None;
+        self.nodes.clear();
+        // Keep the scalars: a Leaf may still ask for them.
+        for leaf in &mut self.leaves {
+            leaf.states.clear();
+        }
+        self.written.clear();
+    }
+}
+
+impl Plan {
+    /// Check one leaf's arrays and record them; `None` if the kernel cannot
+    /// write them in place.
+    fn leaf(
+        &mut self,
+        leaf: Bound<'_, PyAny>,
+        x: &Bound<'_, PyAny>,
+        states: &[Bound<'_, PyAny>],
+        program: Bound<'_, Program>,
+        per_leaf: &[f64],
+        frozen: bool,
+    ) -> PyResult<Option<LeafPlan>> {
+        let py = x.py();
+        let inner = &program.get().inner;
+        if states.len() != inner.states() || per_leaf.len() != inner.per_leaf() {
+            return Err(PyValueError::new_err(
+                "a leaf's state arrays and scalars do not fit its program",
+            ));
+        }
+        if inner.states_before_last_norm() > 0 || !is_array(x) {
+            return Ok(None);
+        }
+        let dtype = {
+            let xd = x.cast::<PyUntypedArray>()?.dtype();
+            match program.get().element {
+                Arith::Single if xd.is_equiv_to(&numpy::dtype::<f32>(py)) => Dtype::F32,
+                Arith::Double if xd.is_equiv_to(&numpy::dtype::<f64>(py)) => Dtype::F64,
+                _ => return Ok(None),
+            }
+        };
+        let xf = fields(x);
+        let len = element_count(xf);
+        let bytes = len * dtype.size();
+        let mut buffers = Vec::with_capacity(states.len() + 1);
+        for a in std::iter::once(x).chain(states) {
+            if !is_array(a) {
+                return Ok(None);
+            }
+            let f = fields(a);
+            let right_dtype = f.descr == xf.descr
+                || a.cast::<PyUntypedArray>()?
+                    .dtype()
+                    .is_equiv_to(&x.cast::<PyUntypedArray>()?.dtype());
+            if !right_dtype || !has_flags(f, KERNEL_WRITES) || element_count(f) != len {
+                return Ok(None);
+            }
+            let data = f.data as usize;
+            if bytes > 0 {
+                self.written.push(data..data + bytes);
+            }
+            buffers.push(Buffer {
+                array: a.clone().unbind(),
+                data,
+            });
+        }
+        let x_buffer = buffers.remove(0);
+        let start = self.scalars.len();
+        self.scalars.extend_from_slice(per_leaf);
+        Ok(Some(LeafPlan {
+            leaf: leaf.unbind(),
+            x: x_buffer,
+            descr: xf.descr as usize,
+            len,
+            dtype,
+            states: buffers,
+            program: program.unbind(),
+            scalars: start..self.scalars.len(),
+            frozen,
+        }))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Plan>()
+}
