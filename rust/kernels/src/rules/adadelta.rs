@@ -26,9 +26,10 @@ impl<T: Float> Rule<T, 2> for AdaDelta<T> {
         let (rho, eps) = (self.rho, self.epsilon);
         let keep = T::ONE - rho;
         for ((d, a), da) in dx.iter_mut().zip(acc.iter_mut()).zip(dacc.iter_mut()) {
-            *a = rho * *a + keep * (*d * *d);
-            *d = *d * (*da + eps).sqrt() / (*a + eps).sqrt();
-            *da = rho * *da + keep * (*d * *d);
+            let (a0, da0) = (*a, *da); // loads first: see `rules` on 4K aliasing
+            *a = rho * a0 + keep * (*d * *d);
+            *d = *d * (da0 + eps).sqrt() / (*a + eps).sqrt();
+            *da = rho * da0 + keep * (*d * *d);
         }
     }
 }

@@ -54,8 +54,10 @@ impl<T: Float> Moments<T> {
     #[inline(always)]
     pub fn advance(&self, d: T, m: &mut T, v: &mut T) {
         let (b1, b2) = self.beta;
-        *m = b1 * *m + (T::ONE - b1) * d;
-        *v = b2 * *v + (T::ONE - b2) * (d * d);
+        // Both loads before either store (see `rules` on 4K aliasing).
+        let (m0, v0) = (*m, *v);
+        *m = b1 * m0 + (T::ONE - b1) * d;
+        *v = b2 * v0 + (T::ONE - b2) * (d * d);
     }
 
     /// Adam's step direction before η: `m / (1-β₁ᵗ) / (√(v / (1-β₂ᵗ)) + ϵ)`.

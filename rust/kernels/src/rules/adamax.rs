@@ -24,9 +24,10 @@ impl<T: Float> Rule<T, 2> for AdaMax<T> {
         let (b1, b2) = p.beta;
         let rate = p.eta / p.correction.0;
         for ((d, m), u) in dx.iter_mut().zip(m.iter_mut()).zip(u.iter_mut()) {
-            *m = b1 * *m + (T::ONE - b1) * *d;
+            let (m0, u0) = (*m, *u); // loads first: see `rules` on 4K aliasing
+            *m = b1 * m0 + (T::ONE - b1) * *d;
             // Julia's `max`: a NaN in `u` stays (a NaN in `dx` wins in `max_sel` too).
-            let (decayed, size) = (b2 * *u, d.abs());
+            let (decayed, size) = (b2 * u0, d.abs());
             #[allow(clippy::eq_op)]
             let nan = decayed != decayed;
             *u = if nan { decayed } else { decayed.max_sel(size) };

@@ -27,9 +27,10 @@ impl<T: Float> Rule<T, 3> for AmsGrad<T> {
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v, vhat]: [&mut [T]; 3]) {
         let (b1, b2) = self.beta;
         for (((d, m), v), vh) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(vhat) {
-            *m = b1 * *m + (T::ONE - b1) * *d;
-            *v = b2 * *v + (T::ONE - b2) * (*d * *d);
-            *vh = vh.max_sel(*v);
+            let (m0, v0, vh0) = (*m, *v, *vh); // loads first: see `rules` on 4K aliasing
+            *m = b1 * m0 + (T::ONE - b1) * *d;
+            *v = b2 * v0 + (T::ONE - b2) * (*d * *d);
+            *vh = vh0.max_sel(*v);
             *d = self.eta * *m / (vh.sqrt() + self.epsilon);
         }
     }

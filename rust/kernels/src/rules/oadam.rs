@@ -23,8 +23,8 @@ impl<T: Float> Rule<T, 3> for OAdam<T> {
     fn apply(&self, _x: &[T], dx: &mut [T], [m, v, term]: [&mut [T]; 3]) {
         let p = &self.0;
         for (((d, m), v), term) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(term) {
+            let prev = *term; // loaded before the stores: see `rules` on 4K aliasing
             p.advance(*d, m, v);
-            let prev = *term;
             *term = p.unbias_m(p.eta * *m) / (p.unbias_v(*v).sqrt() + p.epsilon);
             *d = T::TWO * *term - prev;
         }

@@ -57,8 +57,9 @@ impl<T: Float> Rule<T, 2> for RmsPropCentred<T> {
         } = self.0;
         let keep = T::ONE - rho;
         for ((d, q), l) in dx.iter_mut().zip(quad.iter_mut()).zip(lin.iter_mut()) {
-            *q = rho * *q + keep * (*d * *d);
-            *l = rho * *l + keep * *d;
+            let (q0, l0) = (*q, *l); // loads first: see `rules` on 4K aliasing
+            *q = rho * q0 + keep * (*d * *d);
+            *l = rho * l0 + keep * *d;
             *d = *d * eta / ((*q - *l * *l).sqrt() + eps);
         }
     }
