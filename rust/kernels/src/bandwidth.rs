@@ -12,8 +12,6 @@
 //!
 //! Neither is used by the optimisers; both exist to be timed.
 
-use rayon::prelude::*;
-
 use crate::error::KernelError;
 use crate::float::Float;
 use crate::simd::{self, Isa};
@@ -41,18 +39,11 @@ fn same_length(what: &str, a: usize, b: usize) -> Result<(), KernelError> {
 /// stores where the CPU has them (x86-64), else plain ones.
 pub fn copy(dst: &mut [u8], src: &[u8], stream: bool) -> Result<(), KernelError> {
     same_length("the source", dst.len(), src.len())?;
-    let run = |(d, s): (&mut [u8], &[u8])| copy_block(d, s, stream);
-    if threads::num_threads() > 1 && dst.len() > COPY_BLOCK {
-        threads::install(|| {
-            dst.par_chunks_mut(COPY_BLOCK)
-                .zip(src.par_chunks(COPY_BLOCK))
-                .for_each(run);
-        });
-    } else {
-        dst.chunks_mut(COPY_BLOCK)
-            .zip(src.chunks(COPY_BLOCK))
-            .for_each(run);
-    }
+    let mut blocks: Vec<(&mut [u8], &[u8])> = dst
+        .chunks_mut(COPY_BLOCK)
+        .zip(src.chunks(COPY_BLOCK))
+        .collect();
+    threads::for_each(&mut blocks, |(d, s)| copy_block(d, s, stream));
     if stream {
         fence();
     }
@@ -101,8 +92,8 @@ fn fence() {
     }
 }
 
-/// One task's blocks of `x`, `g`, `m`, `v`, as rayon's zips hand them over.
-type Blocks<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
+/// One task's blocks of `x`, `g`, `m`, `v`.
+type Blocks<'a, T> = (&'a mut [T], &'a [T], &'a mut [T], &'a mut [T]);
 
 /// Adam's memory traffic with trivial arithmetic: `m += g; v += g; x -= m + v`,
 /// in tasks over the pool (on the calling thread below `PARALLEL_MIN` elements),
@@ -117,17 +108,17 @@ pub fn roofline<T: Float>(
     same_length("m", x.len(), m.len())?;
     same_length("v", x.len(), v.len())?;
     let isa = simd::active();
-    let run = |(((x, g), m), v): Blocks<'_, T>| roofline_task(isa, x, g, m, v);
     if threads::num_threads() > 1 && x.len() >= PARALLEL_MIN {
-        threads::install(|| {
-            x.par_chunks_mut(TASK)
-                .zip(g.par_chunks(TASK))
-                .zip(m.par_chunks_mut(TASK))
-                .zip(v.par_chunks_mut(TASK))
-                .for_each(run);
-        });
+        let mut tasks: Vec<Blocks<'_, T>> = x
+            .chunks_mut(TASK)
+            .zip(g.chunks(TASK))
+            .zip(m.chunks_mut(TASK))
+            .zip(v.chunks_mut(TASK))
+            .map(|(((x, g), m), v)| (x, g, m, v))
+            .collect();
+        threads::for_each(&mut tasks, |(x, g, m, v)| roofline_task(isa, x, g, m, v));
     } else {
-        run((((x, g), m), v));
+        roofline_task(isa, x, g, m, v);
     }
     Ok(())
 }

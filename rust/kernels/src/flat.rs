@@ -8,8 +8,6 @@
 //! likewise. Both cut the flat range into blocks and run them on the crate's
 //! pool when the work is large; a block never straddles two threads' writes.
 
-use rayon::prelude::*;
-
 use crate::error::KernelError;
 use crate::threads;
 
@@ -239,11 +237,8 @@ fn gather_into<T: Elem>(out: &mut [T], pieces: &[&Piece<'_>], block: usize) {
     if block >= out.len() {
         run(0, out);
     } else {
-        threads::install(|| {
-            out.par_chunks_mut(block)
-                .enumerate()
-                .for_each(|(i, c)| run(i, c));
-        });
+        let mut chunks: Vec<(usize, &mut [T])> = out.chunks_mut(block).enumerate().collect();
+        threads::for_each(&mut chunks, |(i, c)| run(*i, c));
     }
 }
 
@@ -300,12 +295,11 @@ fn scatter_in_blocks(
             }
         }
     }
-    threads::install(|| {
-        tasks.into_par_iter().for_each(|task| {
-            for (src, mut dst) in task {
-                dst.write(src, false);
-            }
-        });
+    threads::for_each(&mut tasks, |task| {
+        for (src, dst) in task.drain(..) {
+            let mut dst = dst;
+            dst.write(src, false);
+        }
     });
     Ok(())
 }

@@ -5,9 +5,8 @@
 //! in `f64` over fixed blocks with fixed lanes and combined in block order, so it
 //! has the same bits for any thread count and any instruction set.
 
-use rayon::prelude::*;
-
 use crate::float::Float;
+use crate::threads;
 
 /// Elements per partial sum; fixed so that the result never depends on threads.
 const NORM_BLOCK: usize = 16 * 1024;
@@ -40,7 +39,7 @@ impl ClipNorm {
         Ok(T::from_f64(factor))
     }
 
-    /// ‖dx‖ₚ, computed on the calling thread or, when `parallel`, on the current rayon pool.
+    /// ‖dx‖ₚ, computed on the calling thread or, when `parallel`, by `threads::for_each`.
     pub fn norm<T: Float>(&self, dx: &[T], parallel: bool) -> f64 {
         let p = self.p;
         if p == f64::INFINITY {
@@ -176,12 +175,13 @@ fn reduce<T: Float>(
     combine: impl Fn(f64, f64) -> f64,
     init: f64,
 ) -> f64 {
-    let partials: Vec<f64> = if parallel {
-        dx.par_chunks(NORM_BLOCK).map(&block).collect()
+    if parallel {
+        let mut partials: Vec<(&[T], f64)> = dx.chunks(NORM_BLOCK).map(|c| (c, init)).collect();
+        threads::for_each(&mut partials, |(c, partial)| *partial = block(c));
+        partials.into_iter().map(|(_, p)| p).fold(init, combine)
     } else {
-        dx.chunks(NORM_BLOCK).map(&block).collect()
-    };
-    partials.into_iter().fold(init, combine)
+        dx.chunks(NORM_BLOCK).map(&block).fold(init, combine)
+    }
 }
 
 #[cfg(test)]

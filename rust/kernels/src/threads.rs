@@ -1,11 +1,18 @@
-//! The thread pool the kernels run on: our own rayon pool, not the global one,
-//! so that a `fork()`ed child (Python's multiprocessing) builds a fresh pool
-//! instead of waiting forever on threads that did not survive the fork.
+//! The threads the kernels run on: [`for_each`] runs tasks on the calling
+//! thread and `num_threads() - 1` helper threads, which after a job spin for
+//! [`SPIN`] before they sleep. An optimiser step comes back within microseconds
+//! in a training loop, and waking a sleeping thread (and then the caller, as a
+//! pool that the caller only waits on must) costs tens of microseconds on a
+//! virtual machine, more than a whole step in cache.
+//!
+//! The helpers are rebuilt when the thread count changes, and in a `fork()`ed
+//! child (Python's multiprocessing), which would otherwise wait forever on
+//! threads that did not survive the fork.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-
-use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use crate::error::KernelError;
 
@@ -14,14 +21,6 @@ pub const THREADS_ENV: &str = "OPTIMISERS_NUM_THREADS";
 
 /// 0 until first asked; then the thread count in use.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
-
-struct Pool {
-    pid: u32,
-    threads: usize,
-    workers: Arc<ThreadPool>,
-}
-
-static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
 fn default_threads() -> usize {
     std::env::var(THREADS_ENV)
@@ -53,38 +52,284 @@ pub fn set_num_threads(n: usize) -> Result<(), KernelError> {
     Ok(())
 }
 
-fn pool() -> Arc<ThreadPool> {
-    let mut guard = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+// ---------------------------------------------------------------------------
+// The spinning pool behind `for_each`.
+
+/// How long a helper keeps spinning for the next job before it sleeps.
+pub const SPIN: Duration = Duration::from_micros(100);
+
+/// One `for_each` call, on the caller's stack. Helpers reach it only between
+/// `Shared::inside` going up and down (see `Helpers::run`).
+struct Work {
+    generation: u64,
+    next: AtomicUsize,
+    len: usize,
+    /// `f(i)` for item `i`; its lifetime is erased (see `for_each`).
+    call: *const (dyn Fn(usize) + Sync),
+    panicked: AtomicBool,
+}
+
+struct Shared {
+    /// The current job, or null between jobs.
+    work: AtomicPtr<Work>,
+    /// Bumped for every job, so that idle helpers notice it.
+    generation: AtomicU64,
+    /// Helpers between looking at `work` and being done with it.
+    inside: AtomicUsize,
+    /// Helpers asleep (or about to be) on `wake`.
+    sleeping: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+struct Helpers {
+    pid: u32,
+    threads: usize,
+    shared: Arc<Shared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+static HELPERS: Mutex<Option<Helpers>> = Mutex::new(None);
+
+/// Held by the `for_each` the helpers serve: they serve one job at a time. A
+/// `for_each` that finds it taken (inside another one's task, or on another
+/// thread meanwhile) runs its items on its own thread.
+static CALLER: Mutex<()> = Mutex::new(());
+
+impl Shared {
+    fn help(&self) {
+        let mut seen = self.generation.load(Ordering::Acquire);
+        let mut idle_since = Instant::now();
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let generation = self.generation.load(Ordering::Acquire);
+            if generation != seen {
+                seen = generation;
+                self.join();
+                idle_since = Instant::now();
+                continue;
+            }
+            if idle_since.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.sleeping.fetch_add(1, Ordering::SeqCst);
+            let _guard = self
+                .wake
+                .wait_while(guard, |()| {
+                    self.generation.load(Ordering::SeqCst) == seen
+                        && !self.stop.load(Ordering::SeqCst)
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            self.sleeping.fetch_sub(1, Ordering::SeqCst);
+            idle_since = Instant::now();
+        }
+    }
+
+    /// Take items of the current job, if there is one, until none are left.
+    fn join(&self) {
+        self.inside.fetch_add(1, Ordering::SeqCst);
+        let work = self.work.load(Ordering::SeqCst);
+        if !work.is_null() {
+            // SAFETY: `work` was published by `for_each`, which does not return
+            // (and so keeps `Work` alive) until `inside` is back to zero after
+            // it has cleared `work`; we raised `inside` before loading it, and
+            // both orders are SeqCst, so the caller waits for us.
+            let work = unsafe { &*work };
+            work.drain();
+        }
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Work {
+    fn drain(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.len {
+                return;
+            }
+            // SAFETY: `call` points to the closure of the `for_each` that owns
+            // this `Work`, alive for as long as the `Work` is (see `join`).
+            let call = unsafe { &*self.call };
+            if catch_unwind(AssertUnwindSafe(|| call(i))).is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn helpers() -> Option<Arc<Shared>> {
+    let mut guard = HELPERS.lock().unwrap_or_else(PoisonError::into_inner);
     let (pid, threads) = (std::process::id(), num_threads());
-    if let Some(p) = guard
+    if let Some(h) = guard
         .as_ref()
-        .filter(|p| p.pid == pid && p.threads == threads)
+        .filter(|h| h.pid == pid && h.threads == threads)
     {
-        return Arc::clone(&p.workers);
+        return Some(Arc::clone(&h.shared));
     }
     if let Some(old) = guard.take() {
-        if old.pid != pid {
-            // In a forked child the old workers do not exist; dropping the pool
-            // would talk to them, so leak it instead.
+        if old.pid == pid {
+            old.shared.stop.store(true, Ordering::SeqCst);
+            drop(
+                old.shared
+                    .lock
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            old.shared.wake.notify_all();
+            for handle in old.handles {
+                let _ = handle.join();
+            }
+        } else {
+            // In a forked child the old helpers do not exist.
             std::mem::forget(old);
         }
     }
-    let pool = Arc::new(
-        ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("optimisers-{i}"))
-            .build()
-            .expect("cannot start the optimisers thread pool"),
-    );
-    *guard = Some(Pool {
+    if threads < 2 {
+        return None;
+    }
+    let shared = Arc::new(Shared {
+        work: AtomicPtr::new(std::ptr::null_mut()),
+        generation: AtomicU64::new(0),
+        inside: AtomicUsize::new(0),
+        sleeping: AtomicUsize::new(0),
+        lock: Mutex::new(()),
+        wake: Condvar::new(),
+        stop: AtomicBool::new(false),
+    });
+    let handles = (1..threads)
+        .map(|i| {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("optimisers-helper-{i}"))
+                .spawn(move || shared.help())
+                .expect("cannot start an optimisers helper thread")
+        })
+        .collect();
+    *guard = Some(Helpers {
         pid,
         threads,
-        workers: Arc::clone(&pool),
+        shared: Arc::clone(&shared),
+        handles,
     });
-    pool
+    Some(shared)
 }
 
-/// Run `f` on the pool (rayon's parallel iterators inside it use the pool).
-pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    pool().install(f)
+/// Call `f` on every item, in parallel: the calling thread and the helpers
+/// take items in turn until none are left. Which thread takes which item is
+/// not fixed, so `f` must give the same result on any of them. A panic in `f`
+/// on a helper is re-raised here once every item is done.
+pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
+    let Some(shared) = helpers().filter(|_| items.len() > 1) else {
+        items.iter_mut().for_each(f);
+        return;
+    };
+    let _serving = match CALLER.try_lock() {
+        Ok(guard) => guard,
+        // A panic re-raised by an earlier call poisoned it; it guards no data.
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            items.iter_mut().for_each(f);
+            return;
+        }
+    };
+    let base = SendPtr(items.as_mut_ptr());
+    let call = move |i: usize| {
+        // SAFETY: every index below `len` is handed out once (`next` counts up),
+        // so this is the only reference to item `i`, which lives in `items`,
+        // borrowed mutably for the whole call.
+        f(unsafe { &mut *base.get().add(i) });
+    };
+    let call: &(dyn Fn(usize) + Sync) = &call;
+    // SAFETY: only the lifetime is erased. Helpers reach `call` through `work`
+    // alone, and this function does not return before `work` is cleared and
+    // every helper that may have loaded it has left (`inside` is zero).
+    let call: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(call) };
+    let generation = shared.generation.load(Ordering::Relaxed) + 1;
+    let work = Work {
+        generation,
+        next: AtomicUsize::new(0),
+        len: items.len(),
+        call,
+        panicked: AtomicBool::new(false),
+    };
+    shared
+        .work
+        .store(std::ptr::addr_of!(work).cast_mut(), Ordering::SeqCst);
+    shared.generation.store(work.generation, Ordering::SeqCst);
+    if shared.sleeping.load(Ordering::SeqCst) > 0 {
+        drop(shared.lock.lock().unwrap_or_else(PoisonError::into_inner));
+        shared.wake.notify_all();
+    }
+    work.drain();
+    shared.work.store(std::ptr::null_mut(), Ordering::SeqCst);
+    while shared.inside.load(Ordering::SeqCst) > 0 {
+        std::hint::spin_loop();
+    }
+    assert!(
+        !work.panicked.load(Ordering::Relaxed),
+        "a kernel task panicked"
+    );
+}
+
+struct SendPtr<T>(*mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: the pointer is only dereferenced at distinct indices (see `for_each`),
+// and the items are `Send`.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above: shared, it only hands out disjoint items.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_is_taken_once() {
+        set_num_threads(2).unwrap();
+        for len in [0, 1, 2, 3, 1000] {
+            let mut items = vec![0u32; len];
+            for _ in 0..50 {
+                for_each(&mut items, |x| *x += 1);
+            }
+            assert!(items.iter().all(|&x| x == 50), "{len} items");
+        }
+    }
+
+    #[test]
+    fn a_for_each_inside_another_runs_on_its_thread() {
+        set_num_threads(2).unwrap();
+        let mut outer: Vec<Vec<u64>> = (0..8).map(|i| vec![i; 100]).collect();
+        for_each(&mut outer, |inner| for_each(inner, |x| *x *= 2));
+        for (i, inner) in outer.iter().enumerate() {
+            assert!(inner.iter().all(|&x| x == 2 * i as u64));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "panicked")]
+    fn a_panicking_task_panics_the_caller() {
+        set_num_threads(2).unwrap();
+        let mut items: Vec<usize> = (0..64).collect();
+        for_each(&mut items, |x| assert!(*x != 40, "task 40 panicked"));
+    }
 }
