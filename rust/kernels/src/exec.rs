@@ -8,6 +8,8 @@
 //! the stage is small); a task walks its range in `CHUNK`-element blocks that
 //! stay in L1 while every rule of the segment runs over them.
 
+use std::mem::MaybeUninit;
+
 use crate::error::KernelError;
 use crate::float::{Float, Half};
 use crate::program::{BoundOp, Plan, Program};
@@ -17,9 +19,12 @@ use crate::{simd, threads};
 pub(crate) const CHUNK: usize = 1024;
 /// Elements per parallel task.
 const TASK: usize = 64 * 1024;
-/// Below this many elements in a stage the pool is not entered at all:
-/// waking it costs more than the work.
+/// Below this many elements in a norm stage the helpers are not used at all:
+/// the sums are cheap.
 const PARALLEL_MIN: usize = 64 * 1024;
+/// Below this many elements in a rules' pass the helpers are not used: the
+/// division and root of the Adam family already pay for them above it.
+const PASS_PARALLEL_MIN: usize = 4 * 1024;
 
 /// One leaf: its parameter, its gradient, the state arrays of its program in
 /// order, and its per-leaf scalars in order. All arrays have the same length.
@@ -339,9 +344,26 @@ fn run_pass<T: Float>(
         tmp: &'t mut [T],
         update: &'t mut [T],
     }
+    let total: usize = jobs
+        .iter()
+        .zip(passes)
+        .filter(|(_, pass)| pass.is_some())
+        .map(|(job, _)| job.x.len())
+        .sum();
+    let parallel = total >= PASS_PARALLEL_MIN && threads::num_threads() > 1;
+    // Pieces small enough that every thread gets a few, so that a thread
+    // that starts late (or a large leaf) does not leave the others waiting.
+    let task = if parallel {
+        total
+            .div_ceil(threads::num_threads() * 4)
+            .div_ceil(CHUNK)
+            .clamp(1, TASK / CHUNK)
+            * CHUNK
+    } else {
+        TASK
+    };
     let mut pieces = Vec::new();
     let mut states: Vec<&mut [T]> = Vec::new();
-    let mut total = 0;
     for (j, ((job, flow), pass)) in jobs
         .iter_mut()
         .zip(flows.iter_mut())
@@ -353,7 +375,6 @@ fn run_pass<T: Float>(
         if n == 0 {
             continue;
         }
-        total += n;
         let (mut x, mut grad) = (&mut *job.x, job.grad);
         let mut tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp {
             &mut flow.tmp[..]
@@ -367,7 +388,7 @@ fn run_pass<T: Float>(
         let mut rest: Vec<&mut [T]> = job.states.iter_mut().map(|s| &mut **s).collect();
         let mut start = 0;
         while start < n {
-            let len = TASK.min(n - start);
+            let len = task.min(n - start);
             let (x_here, x_rest) = std::mem::take(&mut x).split_at_mut(len);
             let (g_here, g_rest) = grad.split_at(len);
             let cut = len.min(tmp.len());
@@ -410,7 +431,7 @@ fn run_pass<T: Float>(
         });
     }
     let isa = simd::active();
-    if total >= PARALLEL_MIN && threads::num_threads() > 1 {
+    if parallel {
         threads::for_each(&mut tasks, |t| simd::process(isa, t));
     } else {
         for t in &mut tasks {
@@ -419,12 +440,14 @@ fn run_pass<T: Float>(
     }
 }
 
+/// Elements per piece of the block copies: one 64-byte vector of f32.
+const PIECE: usize = 16;
+
 /// `dst.copy_from_slice(src)` in vector-sized pieces, which compile to vector
 /// moves: the library `memmove` that `copy_from_slice` calls took 15 % of a
 /// step of many small leaves (on AMD, `rep movsb` with page-aliased arrays).
 #[inline(always)]
 fn copy_block<T: Copy>(dst: &mut [T], src: &[T]) {
-    const PIECE: usize = 16;
     let mut dst_pieces = dst.chunks_exact_mut(PIECE);
     let mut src_pieces = src.chunks_exact(PIECE);
     for (d, s) in (&mut dst_pieces).zip(&mut src_pieces) {
@@ -435,20 +458,47 @@ fn copy_block<T: Copy>(dst: &mut [T], src: &[T]) {
         .copy_from_slice(src_pieces.remainder());
 }
 
+/// `src` (at most `CHUNK` elements) copied to the start of `block`, as the
+/// initialised slice it now is.
+#[inline(always)]
+fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; CHUNK], src: &[T]) -> &'b mut [T] {
+    let out = &mut block[..src.len()];
+    let mut out_pieces = out.chunks_exact_mut(PIECE);
+    let mut src_pieces = src.chunks_exact(PIECE);
+    for (d, s) in (&mut out_pieces).zip(&mut src_pieces) {
+        for (d, s) in d.iter_mut().zip(s) {
+            d.write(*s);
+        }
+    }
+    for (d, s) in out_pieces
+        .into_remainder()
+        .iter_mut()
+        .zip(src_pieces.remainder())
+    {
+        d.write(*s);
+    }
+    // SAFETY: each of the `src.len()` elements of `out` was written just above,
+    // and `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(out) as *mut [T]) }
+}
+
 /// One task, block by block: load the gradient block, run the segment's rules
 /// over it, then subtract it from `x` or keep it for the next stage.
 #[inline(always)]
 pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
-    let mut block = [T::ZERO; CHUNK];
+    // Not zeroed: a 4 KiB memset per task was 15 % of a step of tiny leaves.
+    let mut block = [MaybeUninit::<T>::uninit(); CHUNK];
     let len = task.x.len();
     let mut start = 0;
     while start < len {
         let range = start..len.min(start + CHUNK);
-        let dx = &mut block[..range.len()];
-        match task.input {
-            Input::Grad => copy_block(dx, &task.grad[range.clone()]),
-            Input::Tmp => copy_block(dx, &task.tmp[range.clone()]),
-        }
+        let dx = load_block(
+            &mut block,
+            match task.input {
+                Input::Grad => &task.grad[range.clone()],
+                Input::Tmp => &task.tmp[range.clone()],
+            },
+        );
         if let Some(scale) = task.scale {
             for d in dx.iter_mut() {
                 *d = *d * scale;
