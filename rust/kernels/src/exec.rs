@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 
 use crate::error::KernelError;
 use crate::float::{Float, Half};
-use crate::program::{BoundOp, Plan, Program};
+use crate::program::{BoundOp, Plans, Program};
 use crate::{simd, threads};
 
 /// Elements per block: the gradient block lives in a stack buffer this long.
@@ -139,7 +139,7 @@ trait Stages {
 /// The jobs of one element type with their plans and where each update lives.
 struct Batch<'j, 'a, T> {
     jobs: &'j mut [Job<'a, T>],
-    plans: Vec<Plan<T>>,
+    plans: Plans<T>,
     flows: Vec<Flow<T>>,
     /// Number of this batch's first job in errors.
     first: usize,
@@ -150,7 +150,10 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
         for (i, job) in jobs.iter().enumerate() {
             job.check(first + i)?;
         }
-        let plans = jobs.iter().map(|j| j.program.bind(j.per_leaf)).collect();
+        let mut plans = Plans::with_capacity(jobs.len());
+        for job in jobs.iter() {
+            job.program.bind_into(job.per_leaf, &mut plans);
+        }
         let flows = jobs.iter().map(|_| Flow::default()).collect();
         Ok(Self {
             jobs,
@@ -163,17 +166,16 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
 
 impl<T: Float> Stages for Batch<'_, '_, T> {
     fn stages(&self) -> usize {
-        self.plans
-            .iter()
-            .map(|p| p.segments.len())
+        (0..self.jobs.len())
+            .map(|j| self.plans.segments(j))
             .max()
             .unwrap_or(0)
     }
 
     fn pass(&mut self, stage: usize, stages: usize) {
         let mut passes = Vec::with_capacity(self.jobs.len());
-        for ((plan, flow), job) in self.plans.iter().zip(&mut self.flows).zip(self.jobs.iter()) {
-            passes.push(flow.pass(plan, stage + plan.segments.len(), stages, job));
+        for (j, (flow, job)) in self.flows.iter_mut().zip(self.jobs.iter()).enumerate() {
+            passes.push(flow.pass(&self.plans, j, stage, stages, job));
         }
         run_pass(self.jobs, &mut self.flows, &passes);
     }
@@ -182,16 +184,11 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
         // Every norm of this stage, then one parallel region over all of them
         // (each norm is the same whichever thread takes it).
         let mut wanted = Vec::new();
-        for (j, (plan, (flow, job))) in self
-            .plans
-            .iter()
-            .zip(self.flows.iter().zip(self.jobs.iter()))
-            .enumerate()
-        {
-            let Some(k) = (stage + plan.segments.len()).checked_sub(stages) else {
+        for (j, (flow, job)) in self.flows.iter().zip(self.jobs.iter()).enumerate() {
+            let Some(k) = (stage + self.plans.segments(j)).checked_sub(stages) else {
                 continue;
             };
-            if let Some(clip) = plan.norms.get(k) {
+            if let Some(clip) = self.plans.norm(j, k) {
                 let dx = match flow.input {
                     Input::Grad => job.grad,
                     Input::Tmp => &flow.tmp[..],
@@ -279,20 +276,23 @@ struct Pass<'p, T> {
 }
 
 impl<T: Float> Flow<T> {
-    /// The pass job runs in this stage (`shifted` = stage + its segment count), if any.
+    /// The pass job `j` runs in this stage, if any. Its last segment runs in
+    /// the last stage, so it starts `stages - segments` stages in.
     fn pass<'p>(
         &mut self,
-        plan: &'p Plan<T>,
-        shifted: usize,
+        plans: &'p Plans<T>,
+        j: usize,
+        stage: usize,
         stages: usize,
         job: &Job<'_, T>,
     ) -> Option<Pass<'p, T>> {
         let len = job.x.len();
-        let k = shifted.checked_sub(stages)?;
-        let ops = &plan.segments[k][..];
+        let segments = plans.segments(j);
+        let k = (stage + segments).checked_sub(stages)?;
+        let ops = plans.segment(j, k);
         let (input, scale) = (self.input, self.scale.take());
-        let output = if k + 1 == plan.segments.len() {
-            if !plan.updates_x {
+        let output = if k + 1 == segments {
+            if !plans.get(j).updates_x {
                 Output::Drop
             } else if job.update.is_some() {
                 Output::Update
@@ -385,6 +385,20 @@ fn run_pass<T: Float>(
             (Some(u), Output::Update) => &mut u[..],
             _ => &mut [][..],
         };
+        if n <= task {
+            // One piece, the usual case for small leaves: no cutting (and no Vec).
+            let before = states.len();
+            states.extend(job.states.iter_mut().map(|s| &mut **s));
+            pieces.push(Piece {
+                job: j,
+                states: states.len() - before,
+                x,
+                grad,
+                tmp,
+                update,
+            });
+            continue;
+        }
         let mut rest: Vec<&mut [T]> = job.states.iter_mut().map(|s| &mut **s).collect();
         let mut start = 0;
         while start < n {

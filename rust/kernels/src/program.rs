@@ -98,12 +98,13 @@ impl Program {
         true
     }
 
-    pub(crate) fn bind<T: Float>(&self, per_leaf: &[f64]) -> Plan<T> {
-        let mut plan = Plan {
-            segments: vec![Vec::new()],
-            norms: Vec::new(),
-            updates_x: true,
-        };
+    /// Bind this program to one leaf's per-leaf scalars, appending its plan to
+    /// `plans` (whose storage all the leaves of a call share: no allocation per leaf).
+    pub(crate) fn bind_into<T: Float>(&self, per_leaf: &[f64], plans: &mut Plans<T>) {
+        let first_op = plans.ops.len();
+        let first_end = plans.ends.len();
+        let first_norm = plans.norms.len();
+        let mut updates_x = true;
         let (mut state, mut leaf) = (0, 0);
         for step in &self.steps {
             match step {
@@ -111,24 +112,27 @@ impl Program {
                     let scalars = &per_leaf[leaf..leaf + kind.per_leaf()];
                     let rule = Bound::bind(*kind, hyper, scalars);
                     let states = state..state + kind.states();
-                    plan.segments
-                        .last_mut()
-                        .expect("never empty")
-                        .push(BoundOp { rule, states });
+                    plans.ops.push(BoundOp { rule, states });
                     (state, leaf) = (state + kind.states(), leaf + kind.per_leaf());
                     // AccumGrad before its n-th gradient: the chain stops here.
                     if *kind == Kind::AccumGrad && scalars[0] != hyper[0] {
-                        plan.updates_x = false;
+                        updates_x = false;
                         break;
                     }
                 }
                 Step::ClipNorm(clip) => {
-                    plan.norms.push(*clip);
-                    plan.segments.push(Vec::new());
+                    plans.norms.push(*clip);
+                    plans.ends.push(plans.ops.len());
                 }
             }
         }
-        plan
+        plans.ends.push(plans.ops.len());
+        plans.plans.push(Plan {
+            first_op,
+            ends: first_end..plans.ends.len(),
+            norms: first_norm..plans.norms.len(),
+            updates_x,
+        });
     }
 }
 
@@ -139,11 +143,60 @@ pub(crate) struct BoundOp<T> {
     pub states: Range<usize>,
 }
 
-/// One leaf's step: `segments[k]`, then the norm `norms[k]`, then `segments[k + 1]`…
+/// One leaf's step: segment 0, then norm 0, then segment 1, …, as ranges into
+/// the `Plans` of its call.
 #[derive(Clone, Debug)]
-pub(crate) struct Plan<T> {
-    pub segments: Vec<Vec<BoundOp<T>>>,
-    pub norms: Vec<ClipNorm>,
+pub(crate) struct Plan {
+    first_op: usize,
+    /// Where each segment ends, in `Plans::ends`.
+    ends: Range<usize>,
+    norms: Range<usize>,
     /// False when an `AccumGrad` holds the update back this step.
     pub updates_x: bool,
+}
+
+/// The plans of all the leaves of one call, in shared storage.
+#[derive(Debug)]
+pub(crate) struct Plans<T> {
+    ops: Vec<BoundOp<T>>,
+    /// For every segment of every plan, the index in `ops` where it ends.
+    ends: Vec<usize>,
+    norms: Vec<ClipNorm>,
+    plans: Vec<Plan>,
+}
+
+impl<T> Plans<T> {
+    pub fn with_capacity(leaves: usize) -> Self {
+        Self {
+            ops: Vec::with_capacity(leaves),
+            ends: Vec::with_capacity(leaves),
+            norms: Vec::new(),
+            plans: Vec::with_capacity(leaves),
+        }
+    }
+
+    pub fn get(&self, leaf: usize) -> &Plan {
+        &self.plans[leaf]
+    }
+
+    /// How many segments leaf `leaf`'s step has.
+    pub fn segments(&self, leaf: usize) -> usize {
+        self.plans[leaf].ends.len()
+    }
+
+    /// Segment `k` of leaf `leaf`'s step.
+    pub fn segment(&self, leaf: usize, k: usize) -> &[BoundOp<T>] {
+        let plan = &self.plans[leaf];
+        let start = if k == 0 {
+            plan.first_op
+        } else {
+            self.ends[plan.ends.start + k - 1]
+        };
+        &self.ops[start..self.ends[plan.ends.start + k]]
+    }
+
+    /// The norm after segment `k` of leaf `leaf`'s step, if there is one.
+    pub fn norm(&self, leaf: usize, k: usize) -> Option<&ClipNorm> {
+        self.norms[self.plans[leaf].norms.clone()].get(k)
+    }
 }
