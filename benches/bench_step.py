@@ -313,11 +313,20 @@ def traffic(name: str) -> int:
 # Timing.
 
 
+#: Seconds of quiet before each measurement (see `measure`).
+SETTLE = 0.05
+
+
 def measure(
     step: Callable[[], Any], repeats: int, warmup: int = 2, budget: float | None = None
 ) -> float:
     """Median seconds of one call of `step`, after `warmup` calls; stops early
-    once `budget` seconds have been spent, with at least 3 calls timed."""
+    once `budget` seconds have been spent, with at least 3 calls timed.
+
+    It first waits `SETTLE` seconds: thread pools that spin after their work
+    (ours, JAX's, OpenBLAS's) would otherwise take the second core from
+    whatever is timed next on a 2-core machine."""
+    time.sleep(SETTLE)
     for _ in range(warmup):
         step()
     budget = BUDGET if budget is None else budget

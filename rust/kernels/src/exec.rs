@@ -480,17 +480,11 @@ fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; CHUNK], src: &[T]) ->
     let mut out_pieces = out.chunks_exact_mut(PIECE);
     let mut src_pieces = src.chunks_exact(PIECE);
     for (d, s) in (&mut out_pieces).zip(&mut src_pieces) {
-        for (d, s) in d.iter_mut().zip(s) {
-            d.write(*s);
-        }
+        d.write_copy_of_slice(s); // a fixed-size copy: one vector move
     }
-    for (d, s) in out_pieces
+    out_pieces
         .into_remainder()
-        .iter_mut()
-        .zip(src_pieces.remainder())
-    {
-        d.write(*s);
-    }
+        .write_copy_of_slice(src_pieces.remainder());
     // SAFETY: each of the `src.len()` elements of `out` was written just above,
     // and `MaybeUninit<T>` has `T`'s layout.
     unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(out) as *mut [T]) }
