@@ -331,6 +331,18 @@ pub(crate) struct Task<'s, 't, T> {
     output: Output,
 }
 
+/// Whether a pass over `total` elements uses the helpers, and the most elements
+/// per task: small enough that every thread gets a few, so that a thread that
+/// starts late (or a large leaf) does not leave the others waiting.
+fn task_len(total: usize) -> (bool, usize) {
+    let threads = threads::num_threads();
+    if total < PASS_PARALLEL_MIN || threads < 2 {
+        return (false, TASK);
+    }
+    let blocks = total.div_ceil(threads * 4).div_ceil(CHUNK);
+    (true, blocks.clamp(1, TASK / CHUNK) * CHUNK)
+}
+
 fn run_pass<T: Float>(
     jobs: &mut [Job<'_, T>],
     flows: &mut [Flow<T>],
@@ -350,18 +362,7 @@ fn run_pass<T: Float>(
         .filter(|(_, pass)| pass.is_some())
         .map(|(job, _)| job.x.len())
         .sum();
-    let parallel = total >= PASS_PARALLEL_MIN && threads::num_threads() > 1;
-    // Pieces small enough that every thread gets a few, so that a thread
-    // that starts late (or a large leaf) does not leave the others waiting.
-    let task = if parallel {
-        total
-            .div_ceil(threads::num_threads() * 4)
-            .div_ceil(CHUNK)
-            .clamp(1, TASK / CHUNK)
-            * CHUNK
-    } else {
-        TASK
-    };
+    let (parallel, task) = task_len(total);
     let mut pieces = Vec::new();
     let mut states: Vec<&mut [T]> = Vec::new();
     for (j, ((job, flow), pass)) in jobs
@@ -444,11 +445,15 @@ fn run_pass<T: Float>(
             output: pass.output,
         });
     }
+    run_tasks(&mut tasks, parallel);
+}
+
+fn run_tasks<T: Float>(tasks: &mut [Task<'_, '_, T>], parallel: bool) {
     let isa = simd::active();
     if parallel {
-        threads::for_each(&mut tasks, |t| simd::process(isa, t));
+        threads::for_each(tasks, |t| simd::process(isa, t));
     } else {
-        for t in &mut tasks {
+        for t in tasks {
             simd::process(isa, t);
         }
     }
@@ -479,12 +484,18 @@ fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; CHUNK], src: &[T]) ->
     let out = &mut block[..src.len()];
     let mut out_pieces = out.chunks_exact_mut(PIECE);
     let mut src_pieces = src.chunks_exact(PIECE);
+    let copy = |d: &mut [MaybeUninit<T>], s: &[T]| {
+        assert_eq!(d.len(), s.len());
+        // SAFETY: `d` and `s` have the same length (checked), `d` is in the
+        // stack block and `s` in an array, so they do not overlap, and
+        // `MaybeUninit<T>` has `T`'s layout. (A fixed-size copy compiles to one
+        // vector move; the library's memmove was slower at these sizes.)
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), d.as_mut_ptr().cast::<T>(), s.len()) };
+    };
     for (d, s) in (&mut out_pieces).zip(&mut src_pieces) {
-        d.write_copy_of_slice(s); // a fixed-size copy: one vector move
+        copy(d, s);
     }
-    out_pieces
-        .into_remainder()
-        .write_copy_of_slice(src_pieces.remainder());
+    copy(out_pieces.into_remainder(), src_pieces.remainder());
     // SAFETY: each of the `src.len()` elements of `out` was written just above,
     // and `MaybeUninit<T>` has `T`'s layout.
     unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(out) as *mut [T]) }

@@ -127,7 +127,7 @@ impl Program {
             }
         }
         plans.ends.push(plans.ops.len());
-        plans.plans.push(Plan {
+        plans.leaves.push(Plan {
             first_op,
             ends: first_end..plans.ends.len(),
             norms: first_norm..plans.norms.len(),
@@ -162,7 +162,7 @@ pub(crate) struct Plans<T> {
     /// For every segment of every plan, the index in `ops` where it ends.
     ends: Vec<usize>,
     norms: Vec<ClipNorm>,
-    plans: Vec<Plan>,
+    leaves: Vec<Plan>,
 }
 
 impl<T> Plans<T> {
@@ -171,22 +171,22 @@ impl<T> Plans<T> {
             ops: Vec::with_capacity(leaves),
             ends: Vec::with_capacity(leaves),
             norms: Vec::new(),
-            plans: Vec::with_capacity(leaves),
+            leaves: Vec::with_capacity(leaves),
         }
     }
 
     pub fn get(&self, leaf: usize) -> &Plan {
-        &self.plans[leaf]
+        &self.leaves[leaf]
     }
 
     /// How many segments leaf `leaf`'s step has.
     pub fn segments(&self, leaf: usize) -> usize {
-        self.plans[leaf].ends.len()
+        self.leaves[leaf].ends.len()
     }
 
     /// Segment `k` of leaf `leaf`'s step.
     pub fn segment(&self, leaf: usize, k: usize) -> &[BoundOp<T>] {
-        let plan = &self.plans[leaf];
+        let plan = &self.leaves[leaf];
         let start = if k == 0 {
             plan.first_op
         } else {
@@ -197,6 +197,6 @@ impl<T> Plans<T> {
 
     /// The norm after segment `k` of leaf `leaf`'s step, if there is one.
     pub fn norm(&self, leaf: usize, k: usize) -> Option<&ClipNorm> {
-        self.norms[self.plans[leaf].norms.clone()].get(k)
+        self.norms[self.leaves[leaf].norms.clone()].get(k)
     }
 }
