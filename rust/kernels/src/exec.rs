@@ -22,6 +22,11 @@ const TASK: usize = 64 * 1024;
 /// Below this many elements in a norm stage the helpers are not used at all:
 /// the sums are cheap.
 const PARALLEL_MIN: usize = 64 * 1024;
+/// Passes whose parameters alone span this many bytes stream from memory
+/// whatever the caches: they prefetch (see `process`).
+const PREFETCH_MIN_BYTES: usize = 64 << 20;
+/// Elements per slice of a prefetching pass.
+const PREFETCH_SLICE: usize = 128;
 /// Below this many elements in a rules' pass the helpers are not used: the
 /// division and root of the Adam family already pay for them above it.
 const PASS_PARALLEL_MIN: usize = 4 * 1024;
@@ -329,6 +334,8 @@ pub(crate) struct Task<'s, 't, T> {
     input: Input,
     scale: Option<T>,
     output: Output,
+    /// The pass streams from memory: prefetch ahead (see `process`).
+    prefetch: bool,
 }
 
 /// Whether a pass over `total` elements uses the helpers, and the most elements
@@ -363,6 +370,7 @@ fn run_pass<T: Float>(
         .map(|(job, _)| job.x.len())
         .sum();
     let (parallel, task) = task_len(total);
+    let prefetch = total * std::mem::size_of::<T>() >= PREFETCH_MIN_BYTES;
     let mut pieces = Vec::new();
     let mut states: Vec<&mut [T]> = Vec::new();
     for (j, ((job, flow), pass)) in jobs
@@ -443,6 +451,7 @@ fn run_pass<T: Float>(
             input: pass.input,
             scale: pass.scale,
             output: pass.output,
+            prefetch,
         });
     }
     run_tasks(&mut tasks, parallel);
@@ -523,10 +532,39 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
                 *d = *d * scale;
             }
         }
-        let x = &task.x[range.clone()];
-        for op in task.ops {
-            op.rule
-                .apply(x, dx, &mut task.states[op.states.clone()], &range);
+        if task.prefetch {
+            // From memory: the rules run in slices, each first asking for the
+            // same slice of the next block, so that memory keeps working while
+            // a division and a root per element hold the core (flat Adam,
+            // timed in alternation with the roofline: 1.28x it without, 1.20x
+            // with). In cache it costs a third more: only for passes far larger
+            // than the caches.
+            let mut at = range.start;
+            while at < range.end {
+                let part = at..range.end.min(at + PREFETCH_SLICE);
+                let ahead = part.start + CHUNK..part.end + CHUNK;
+                match task.input {
+                    Input::Grad => simd::prefetch(task.grad, &ahead),
+                    Input::Tmp => simd::prefetch(task.tmp, &ahead),
+                }
+                simd::prefetch(task.x, &ahead);
+                for s in task.states.iter() {
+                    simd::prefetch(s, &ahead);
+                }
+                let x = &task.x[part.clone()];
+                let d = &mut dx[part.start - range.start..part.end - range.start];
+                for op in task.ops {
+                    op.rule
+                        .apply(x, d, &mut task.states[op.states.clone()], &part);
+                }
+                at = part.end;
+            }
+        } else {
+            let x = &task.x[range.clone()];
+            for op in task.ops {
+                op.rule
+                    .apply(x, dx, &mut task.states[op.states.clone()], &range);
+            }
         }
         match task.output {
             Output::X => {

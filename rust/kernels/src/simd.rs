@@ -118,3 +118,24 @@ pub(crate) fn process<T: Float>(isa: Isa, task: &mut Task<'_, '_, T>) {
     let _ = isa;
     process_generic(task);
 }
+
+/// Hint the cache to fetch `data[range]` (clipped to `data`), one request per
+/// 64-byte line. Only a hint: it changes no value and cannot fault.
+#[inline(always)]
+pub(crate) fn prefetch<T>(data: &[T], range: &std::ops::Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let step = (64 / std::mem::size_of::<T>()).max(1);
+        let end = range.end.min(data.len());
+        let mut i = range.start;
+        while i < end {
+            // SAFETY: `i < data.len()`, so the pointer is inside `data`; a
+            // prefetch reads nothing into the program and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(i).cast()) };
+            i += step;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, range);
+}
