@@ -373,3 +373,36 @@ fn mismatched_jobs_are_refused() {
     let bad = Program::new(vec![rule(Kind::Adam, &[0.1])]);
     assert!(matches!(bad, Err(KernelError::Program(_))));
 }
+
+/// Passes far larger than the caches prefetch and run the rules in slices
+/// (see `exec::process`): the same bits as the same leaf stepped in pieces
+/// small enough not to.
+#[test]
+fn streaming_passes_give_the_same_bits() {
+    let n = (64 << 20) / 4 + 5; // just over the float32 streaming threshold
+    threads::set_num_threads(2).unwrap();
+    for kind in [Kind::Adam, Kind::OAdam, Kind::Rprop, Kind::AccumGrad] {
+        let (program, per_leaf) = program(kind);
+        let mut whole = Leaf::<f32>::new(n, kind.states(), 3);
+        step(&mut [whole.job(&program, &per_leaf)]).unwrap();
+        let mut pieces = Leaf::<f32>::new(n, kind.states(), 3);
+        let piece = 1 << 20;
+        for start in (0..n).step_by(piece) {
+            let r = start..n.min(start + piece);
+            let mut job = Job {
+                x: &mut pieces.x[r.clone()],
+                grad: &pieces.grad[r.clone()],
+                states: pieces
+                    .states
+                    .iter_mut()
+                    .map(|s| &mut s[r.clone()])
+                    .collect(),
+                program: &program,
+                per_leaf: &per_leaf,
+                update: None,
+            };
+            step(std::slice::from_mut(&mut job)).unwrap();
+        }
+        assert_same(&whole, &pieces, &format!("{kind:?} streaming"));
+    }
+}
