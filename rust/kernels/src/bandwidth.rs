@@ -50,7 +50,7 @@ pub fn copy(dst: &mut [u8], src: &[u8], stream: bool) -> Result<(), KernelError>
     Ok(())
 }
 
-fn copy_block(dst: &mut [u8], src: &[u8], stream: bool) {
+pub(crate) fn copy_block(dst: &mut [u8], src: &[u8], stream: bool) {
     #[cfg(target_arch = "x86_64")]
     if stream {
         stream_copy(dst, src);
@@ -84,7 +84,7 @@ fn stream_copy(dst: &mut [u8], src: &[u8]) {
 }
 
 /// Order the non-temporal stores before anything that follows.
-fn fence() {
+pub(crate) fn fence() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `sfence` (SSE) is available on every x86-64 CPU and only orders stores.
     unsafe {

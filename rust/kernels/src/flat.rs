@@ -9,10 +9,12 @@
 //! pool when the work is large; a block never straddles two threads' writes.
 
 use crate::error::KernelError;
-use crate::threads;
+use crate::{bandwidth, threads};
 
 /// Below this many elements everything runs on the calling thread.
 pub const PARALLEL_MIN: usize = 256 * 1024;
+/// Results of at least this many bytes are written with non-temporal stores.
+const STREAM_MIN_BYTES: usize = 16 << 20;
 /// Blocks are at least this long (elements), and a multiple of it.
 const BLOCK_ALIGN: usize = 16 * 1024;
 
@@ -105,13 +107,33 @@ pub struct Piece<'a> {
 /// `scatter` need. A sum is formed in the wider of the two types and then
 /// rounded, as `flat += grad` does in `NumPy`.
 trait Elem: Copy + Send + Sync + Default {
+    /// Copy `src` with non-temporal stores if it has this type; false (and
+    /// nothing done) if it must be converted.
+    fn stream(dst: &mut [Self], src: Src<'_>) -> bool;
     fn copy_f32(dst: &mut [Self], src: &[f32]);
     fn copy_f64(dst: &mut [Self], src: &[f64]);
     fn add_f32(dst: &mut [Self], src: &[f32]);
     fn add_f64(dst: &mut [Self], src: &[f64]);
 }
 
+/// The bytes of a float slice.
+fn bytes_mut<T: Elem>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: `T` is f32 or f64 (the only `Elem`s): no padding, and any bytes
+    // written through the view come from values of the same type.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), size_of_val(values)) }
+}
+
+fn bytes<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: as above; read only.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
+}
+
 impl Elem for f32 {
+    fn stream(dst: &mut [f32], src: Src<'_>) -> bool {
+        let Src::F32(s) = src else { return false };
+        bandwidth::copy_block(bytes_mut(dst), bytes(s), true);
+        true
+    }
     fn copy_f32(dst: &mut [f32], src: &[f32]) {
         dst.copy_from_slice(src);
     }
@@ -133,6 +155,11 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
+    fn stream(dst: &mut [f64], src: Src<'_>) -> bool {
+        let Src::F64(s) = src else { return false };
+        bandwidth::copy_block(bytes_mut(dst), bytes(s), true);
+        true
+    }
     fn copy_f32(dst: &mut [f64], src: &[f32]) {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = f64::from(s);
@@ -218,6 +245,10 @@ pub fn gather(out: Dst<'_>, pieces: &[Piece<'_>]) -> Result<(), KernelError> {
 }
 
 fn gather_into<T: Elem>(out: &mut [T], pieces: &[&Piece<'_>], block: usize) {
+    // A large result (a fresh array, usually) is written with non-temporal
+    // stores: its lines are not read first, nor left to push out the sources.
+    // Not when pieces add up: they read back what the stores wrote.
+    let stream = size_of_val(out) >= STREAM_MIN_BYTES && pieces.iter().all(|p| !p.add);
     let run = |index: usize, chunk: &mut [T]| {
         let (start, end) = (index * block, index * block + chunk.len());
         // Ends are sorted too: pieces are disjoint or equal ranges.
@@ -227,11 +258,16 @@ fn gather_into<T: Elem>(out: &mut [T], pieces: &[&Piece<'_>], block: usize) {
                 break;
             }
             let (a, b) = (p.offset.max(start), (p.offset + p.src.len()).min(end));
-            write(
+            let (dst, src) = (
                 &mut chunk[a - start..b - start],
                 p.src.range(a - p.offset, b - p.offset),
-                p.add,
             );
+            if !(stream && T::stream(dst, src)) {
+                write(dst, src, p.add);
+            }
+        }
+        if stream {
+            bandwidth::fence(); // before another thread (or the caller) reads them
         }
     };
     if block >= out.len() {
@@ -340,6 +376,51 @@ mod tests {
         ];
         gather(Dst::F64(&mut out), &pieces).unwrap();
         assert_eq!(out, [1.0, 2.0, 3.0, 0.0, 0.0, 10.0, 11.0]);
+    }
+
+    /// A result past `STREAM_MIN_BYTES` takes the non-temporal path, across
+    /// threads and at unaligned offsets; pieces that add take the plain one.
+    #[test]
+    fn large_results_are_streamed_to_the_same_values() {
+        crate::threads::set_num_threads(2).unwrap();
+        let n = STREAM_MIN_BYTES / 4 + 1001;
+        let (a, b, c) = (ramp32(3, 1.0), ramp32(n - 1003, 7.0), ramp64(1000, -5.0));
+        for add in [false, true] {
+            let mut out = vec![0.5f32; n];
+            let pieces = [
+                Piece {
+                    offset: 0,
+                    src: Src::F32(&a),
+                    add: false,
+                },
+                Piece {
+                    offset: 3,
+                    src: Src::F32(&b),
+                    add: false,
+                },
+                Piece {
+                    offset: 3,
+                    src: Src::F32(&b),
+                    add,
+                },
+                Piece {
+                    offset: n - 1000,
+                    src: Src::F64(&c),
+                    add: false,
+                },
+            ];
+            gather(Dst::F32(&mut out), &pieces).unwrap();
+            assert_eq!(out[..3], a[..]);
+            let twice = if add { 2.0 } else { 1.0 };
+            assert!(out[3..n - 1000]
+                .iter()
+                .zip(&b)
+                .all(|(o, v)| *o == v * twice));
+            assert!(out[n - 1000..]
+                .iter()
+                .zip(&c)
+                .all(|(o, v)| f64::from(*o) == *v));
+        }
     }
 
     #[test]
