@@ -1,6 +1,10 @@
 """``setup``, ``update``, ``update_``, ``Leaf``, ``freeze_`` and ``thaw_``.
 
-One step is two walks. The first goes over state, model and gradient together,
+``update_`` first tries the step's plan (``_plan.py``): one call into Rust once
+the trees have been flattened. When the plan declines, or for ``update``, the
+general path below takes the step, one leaf at a time in Python.
+
+The general path is two walks. The first goes over state, model and gradient together,
 checks every gradient and sums the gradients of tied parameters, and writes
 nothing. The second runs the leaves whose rules are Python (on copies of their
 state), then every kernel leaf in one call into Rust, and only when all have
@@ -348,6 +352,8 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
 
     Returns ``(state, model)``: the same objects, except that a parameter that
     cannot be written (read-only) is replaced by a new array in a rebuilt model.
+    After the first step on a state tree and model, a step is one call into
+    Rust (see ``_plan.py``), with the same results as the general path.
     """
     if _plan.enabled and _plan.take_step(state, model, grad):
         return state, model
