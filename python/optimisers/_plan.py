@@ -61,18 +61,25 @@ def take_step(state: Any, model: Any, grad: Any) -> bool:
     whether it did. On ``False`` nothing has changed."""
     entry = _plans.get(id(state))
     plan = entry[0]() if entry is not None else None
-    if plan is not None and plan.matches(state, model):
-        paths = entry[1]
-    else:
-        if _declined.get(id(state)) == (id(model), _generation):
-            return False
-        made = _make(state, model)
-        if made is None:
-            if len(_declined) > 64:
-                _declined.clear()
-            _declined[id(state)] = (id(model), _generation)
-            return False
-        plan, paths = made
+    if plan is not None:
+        done = _step(plan, entry[1], state, model, grad)
+        if done is not None:
+            return done
+    # No plan, or one that no longer fits: plan again, unless this tree was
+    # found unplannable and nothing has changed since.
+    if _declined.get(id(state)) == (id(model), _generation):
+        return False
+    made = _make(state, model)
+    if made is None:
+        if len(_declined) > 64:
+            _declined.clear()
+        _declined[id(state)] = (id(model), _generation)
+        return False
+    return bool(_step(*made, state, model, grad))
+
+
+def _step(plan: Any, paths: list[KeyPath], state: Any, model: Any, grad: Any) -> bool | None:
+    """``plan.step``, with a failing norm reported at its key path."""
     try:
         return plan.step(state, model, grad)
     except _core.NonFiniteNormError as err:
@@ -86,6 +93,9 @@ class _Flat:
     """A state tree and model flattened for ``_core.Plan.build``."""
 
     def __init__(self) -> None:
+        from .interface import Leaf  # interface imports this module
+
+        self.leaf_type = Leaf
         self.nodes: list[tuple] = []
         self.leaves: list[tuple] = []
         self.leaf_objects: list[Any] = []
@@ -94,9 +104,7 @@ class _Flat:
 
     def add(self, state: Any, model: Any, parent: int, key: Any, index: int, path: KeyPath) -> bool:
         """Add the subtree; False if it cannot be planned."""
-        from .interface import Leaf
-
-        if isinstance(state, Leaf):
+        if isinstance(state, self.leaf_type):
             return self._add_leaf(state, model, parent, key, index, path)
         kids = tree.children(model)
         if kids is None:

@@ -473,19 +473,13 @@ fn run_tasks<T: Float>(tasks: &mut [Task<'_, '_, T>], parallel: bool) {
 /// Elements per piece of the block copies: one 64-byte vector of f32.
 const PIECE: usize = 16;
 
-/// `dst.copy_from_slice(src)` in vector-sized pieces, which compile to vector
-/// moves: the library `memmove` that `copy_from_slice` calls took 15 % of a
-/// step of many small leaves (on AMD, `rep movsb` with page-aliased arrays).
+/// `dst.copy_from_slice(src)`, by [`write_pieces`].
 #[inline(always)]
 fn copy_block<T: Copy>(dst: &mut [T], src: &[T]) {
-    let mut dst_pieces = dst.chunks_exact_mut(PIECE);
-    let mut src_pieces = src.chunks_exact(PIECE);
-    for (d, s) in (&mut dst_pieces).zip(&mut src_pieces) {
-        d.copy_from_slice(s);
-    }
-    dst_pieces
-        .into_remainder()
-        .copy_from_slice(src_pieces.remainder());
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and this view of initialised
+    // memory is only given initialised values (copies of `src`).
+    let dst = unsafe { &mut *(std::ptr::from_mut::<[T]>(dst) as *mut [MaybeUninit<T>]) };
+    write_pieces(dst, src);
 }
 
 /// `src` (at most `CHUNK` elements) copied to the start of `block`, as the
@@ -493,23 +487,31 @@ fn copy_block<T: Copy>(dst: &mut [T], src: &[T]) {
 #[inline(always)]
 fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; CHUNK], src: &[T]) -> &'b mut [T] {
     let out = &mut block[..src.len()];
-    let mut out_pieces = out.chunks_exact_mut(PIECE);
-    let mut src_pieces = src.chunks_exact(PIECE);
-    let copy = |d: &mut [MaybeUninit<T>], s: &[T]| {
-        assert_eq!(d.len(), s.len());
-        // SAFETY: `d` and `s` have the same length (checked), `d` is in the
-        // stack block and `s` in an array, so they do not overlap, and
-        // `MaybeUninit<T>` has `T`'s layout. (A fixed-size copy compiles to one
-        // vector move; the library's memmove was slower at these sizes.)
-        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), d.as_mut_ptr().cast::<T>(), s.len()) };
-    };
-    for (d, s) in (&mut out_pieces).zip(&mut src_pieces) {
-        copy(d, s);
-    }
-    copy(out_pieces.into_remainder(), src_pieces.remainder());
+    write_pieces(out, src);
     // SAFETY: each of the `src.len()` elements of `out` was written just above,
     // and `MaybeUninit<T>` has `T`'s layout.
     unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(out) as *mut [T]) }
+}
+
+/// Copy `src` into `dst` (the same length) in `PIECE`-element pieces, each a
+/// fixed-size copy that compiles to one vector move: the library `memmove`
+/// took 15 % of a step of many small leaves (on AMD, `rep movsb` with
+/// page-aliased arrays), and an element-by-element remainder showed too.
+#[inline(always)]
+fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    let copy = |d: &mut [MaybeUninit<T>], s: &[T]| {
+        assert_eq!(d.len(), s.len());
+        // SAFETY: `d` and `s` have the same length (checked) and do not
+        // overlap (`d` is borrowed mutably while `s` is borrowed), and
+        // `MaybeUninit<T>` has `T`'s layout.
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), d.as_mut_ptr().cast::<T>(), s.len()) };
+    };
+    let mut dst_pieces = dst.chunks_exact_mut(PIECE);
+    let mut src_pieces = src.chunks_exact(PIECE);
+    for (d, s) in (&mut dst_pieces).zip(&mut src_pieces) {
+        copy(d, s);
+    }
+    copy(dst_pieces.into_remainder(), src_pieces.remainder());
 }
 
 /// One task, block by block: load the gradient block, run the segment's rules

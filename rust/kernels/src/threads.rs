@@ -61,7 +61,6 @@ pub const SPIN: Duration = Duration::from_micros(100);
 /// One `for_each` call, on the caller's stack. Helpers reach it only between
 /// `Shared::inside` going up and down (see `Helpers::run`).
 struct Work {
-    generation: u64,
     next: AtomicUsize,
     len: usize,
     /// `f(i)` for item `i`; its lifetime is erased (see `for_each`).
@@ -250,9 +249,7 @@ pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     // alone, and this function does not return before `work` is cleared and
     // every helper that may have loaded it has left (`inside` is zero).
     let call: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(call) };
-    let generation = shared.generation.load(Ordering::Relaxed) + 1;
     let work = Work {
-        generation,
         next: AtomicUsize::new(0),
         len: items.len(),
         call,
@@ -261,7 +258,7 @@ pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     shared
         .work
         .store(std::ptr::addr_of!(work).cast_mut(), Ordering::SeqCst);
-    shared.generation.store(work.generation, Ordering::SeqCst);
+    shared.generation.fetch_add(1, Ordering::SeqCst);
     if shared.sleeping.load(Ordering::SeqCst) > 0 {
         drop(shared.lock.lock().unwrap_or_else(PoisonError::into_inner));
         shared.wake.notify_all();

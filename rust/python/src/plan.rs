@@ -108,6 +108,15 @@ struct LeafPlan {
     frozen: bool,
 }
 
+/// Item `index` of a list or tuple (a named tuple included); None for others.
+fn item<'py>(seq: &Bound<'py, PyAny>, index: usize) -> Option<Bound<'py, PyAny>> {
+    if let Ok(l) = seq.cast::<PyList>() {
+        l.get_item(index).ok()
+    } else {
+        seq.cast::<PyTuple>().ok()?.get_item(index).ok()
+    }
+}
+
 /// The raw fields of an ndarray. The caller has checked `a` is one.
 fn fields<'a>(a: &'a Bound<'_, PyAny>) -> &'a npyffi::PyArrayObject_fields {
     // SAFETY: `a` is an ndarray (checked by the caller with `PyArray_Check`), so
@@ -189,15 +198,7 @@ impl Plan {
                 Ok(d) => d.get_item(node.key.bind(py)).ok().flatten(),
                 Err(_) => parent.get_item(node.key.bind(py)).ok(),
             },
-            Kind::Seq | Kind::NamedTuple => {
-                if let Ok(l) = parent.cast::<PyList>() {
-                    l.get_item(node.index).ok()
-                } else if let Ok(t) = parent.cast::<PyTuple>() {
-                    t.get_item(node.index).ok()
-                } else {
-                    None
-                }
-            }
+            Kind::Seq | Kind::NamedTuple => item(parent, node.index),
             Kind::Object => parent
                 .getattr(node.key.bind(py).cast::<PyString>().ok()?)
                 .ok(),
@@ -258,11 +259,7 @@ impl Plan {
                 .ok()?
                 .get_item(node.key.bind(py))
                 .ok()?,
-            GradAccess::Index => Some(if let Ok(l) = grad.cast::<PyList>() {
-                l.get_item(node.index).ok()?
-            } else {
-                grad.cast::<PyTuple>().ok()?.get_item(node.index).ok()?
-            }),
+            GradAccess::Index => Some(item(grad, node.index)?),
             GradAccess::Attr => match grad.getattr(node.key.bind(py).cast::<PyString>().ok()?) {
                 Ok(v) => Some(v),
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => None,
@@ -438,12 +435,10 @@ impl Plan {
         for &j in &index {
             let leaf = &self.leaves[j];
             self.moved[j] |= !leaf.scalars.is_empty();
-            let scalars = &mut self.scalars[leaf.scalars.clone()];
-            let program = &leaf.program.get().inner;
-            match leaf.dtype {
-                Dtype::F32 => program.advance::<f32>(scalars),
-                Dtype::F64 => program.advance::<f64>(scalars),
-            };
+            let program = leaf.program.get();
+            program
+                .element
+                .advance(&program.inner, &mut self.scalars[leaf.scalars.clone()]);
         }
         Ok(())
     }
@@ -586,40 +581,34 @@ impl Plan {
         Ok(Some(plan))
     }
 
-    /// One step: `True` when done; `False`, with nothing changed, when the fast
-    /// path cannot take it (the caller then takes the general path).
+    /// One step. `True` when done; `False`, with nothing changed, when a
+    /// gradient needs the general path; `None`, with nothing changed, when this
+    /// plan does not fit these trees (retired, made for others, or stale now):
+    /// the caller plans again.
     fn step(
         &mut self,
         py: Python<'_>,
         state: &Bound<'_, PyAny>,
         model: &Bound<'_, PyAny>,
         grad: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<Option<bool>> {
         let same = |mine: &Option<Py<PyAny>>, theirs: &Bound<'_, PyAny>| {
             mine.as_ref().is_some_and(|m| m.bind(py).is(theirs))
         };
         if !self.valid || !same(&self.state, state) || !same(&self.model, model) {
-            return Ok(false);
+            return Ok(None);
         }
         match self.walk(state, model, grad) {
             Ok(found) => {
                 self.run(py, &found)?;
-                Ok(true)
+                Ok(Some(true))
             }
-            Err(Decline::Gradient) => Ok(false),
+            Err(Decline::Gradient) => Ok(Some(false)),
             Err(Decline::Stale) => {
                 self.valid = false;
-                Ok(false)
+                Ok(None)
             }
         }
-    }
-
-    /// Whether this plan is valid and was made for this state tree and model.
-    fn matches(&self, py: Python<'_>, state: &Bound<'_, PyAny>, model: &Bound<'_, PyAny>) -> bool {
-        let same = |mine: &Option<Py<PyAny>>, theirs: &Bound<'_, PyAny>| {
-            mine.as_ref().is_some_and(|m| m.bind(py).is(theirs))
-        };
-        self.valid && same(&self.state, state) && same(&self.model, model)
     }
 
     /// Leaf `slot`'s per-leaf scalars if they moved since last asked, else None.
