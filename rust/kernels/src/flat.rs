@@ -344,6 +344,10 @@ fn scatter_in_blocks(
 mod tests {
     use super::*;
 
+    fn piece(offset: usize, src: Src<'_>, add: bool) -> Piece<'_> {
+        Piece { offset, src, add }
+    }
+
     fn ramp32(n: usize, from: f32) -> Vec<f32> {
         (0..n).map(|i| from + i as f32).collect()
     }
@@ -358,21 +362,9 @@ mod tests {
         let b = ramp64(2, 10.0);
         let mut out = vec![-1.0f64; 7];
         let pieces = [
-            Piece {
-                offset: 5,
-                src: Src::F64(&b),
-                add: false,
-            },
-            Piece {
-                offset: 0,
-                src: Src::F32(&a),
-                add: false,
-            },
-            Piece {
-                offset: 3,
-                src: Src::Zeros(2),
-                add: false,
-            },
+            piece(5, Src::F64(&b), false),
+            piece(0, Src::F32(&a), false),
+            piece(3, Src::Zeros(2), false),
         ];
         gather(Dst::F64(&mut out), &pieces).unwrap();
         assert_eq!(out, [1.0, 2.0, 3.0, 0.0, 0.0, 10.0, 11.0]);
@@ -388,26 +380,10 @@ mod tests {
         for add in [false, true] {
             let mut out = vec![0.5f32; n];
             let pieces = [
-                Piece {
-                    offset: 0,
-                    src: Src::F32(&a),
-                    add: false,
-                },
-                Piece {
-                    offset: 3,
-                    src: Src::F32(&b),
-                    add: false,
-                },
-                Piece {
-                    offset: 3,
-                    src: Src::F32(&b),
-                    add,
-                },
-                Piece {
-                    offset: n - 1000,
-                    src: Src::F64(&c),
-                    add: false,
-                },
+                piece(0, Src::F32(&a), false),
+                piece(3, Src::F32(&b), false),
+                piece(3, Src::F32(&b), add),
+                piece(n - 1000, Src::F64(&c), false),
             ];
             gather(Dst::F32(&mut out), &pieces).unwrap();
             assert_eq!(out[..3], a[..]);
@@ -429,31 +405,11 @@ mod tests {
         let b = [0.5f64, 0.25];
         let mut out = vec![9.0f32; 3];
         let pieces = [
-            Piece {
-                offset: 0,
-                src: Src::F32(&a),
-                add: false,
-            },
-            Piece {
-                offset: 0,
-                src: Src::F64(&b),
-                add: true,
-            },
-            Piece {
-                offset: 0,
-                src: Src::Zeros(2),
-                add: true,
-            },
-            Piece {
-                offset: 2,
-                src: Src::Zeros(1),
-                add: false,
-            },
-            Piece {
-                offset: 2,
-                src: Src::F32(&a[..1]),
-                add: true,
-            },
+            piece(0, Src::F32(&a), false),
+            piece(0, Src::F64(&b), true),
+            piece(0, Src::Zeros(2), true),
+            piece(2, Src::Zeros(1), false),
+            piece(2, Src::F32(&a[..1]), true),
         ];
         gather(Dst::F32(&mut out), &pieces).unwrap();
         assert_eq!(out, [1.5, 2.25, 1.0]);
@@ -463,24 +419,9 @@ mod tests {
     fn rejects_bad_pieces() {
         let a = [1.0f32, 2.0, 3.0];
         let mut out = vec![0.0f32; 4];
-        let outside = [Piece {
-            offset: 2,
-            src: Src::F32(&a),
-            add: false,
-        }];
+        let outside = [piece(2, Src::F32(&a), false)];
         assert!(gather(Dst::F32(&mut out), &outside).is_err());
-        let overlapping = [
-            Piece {
-                offset: 0,
-                src: Src::F32(&a),
-                add: false,
-            },
-            Piece {
-                offset: 1,
-                src: Src::F32(&a),
-                add: false,
-            },
-        ];
+        let overlapping = [piece(0, Src::F32(&a), false), piece(1, Src::F32(&a), false)];
         assert!(gather(Dst::F32(&mut out), &overlapping).is_err());
         let mut part = [0.0f64; 3];
         assert!(scatter(Src::F32(&a), vec![(1, Dst::F64(&mut part))]).is_err());
@@ -557,21 +498,9 @@ mod tests {
         let g2 = vec![1.0f32; n];
         let mut flat = vec![7.0f32; n + 3];
         let pieces = [
-            Piece {
-                offset: 3,
-                src: Src::F64(&g1),
-                add: false,
-            },
-            Piece {
-                offset: 3,
-                src: Src::F32(&g2),
-                add: true,
-            },
-            Piece {
-                offset: 0,
-                src: Src::Zeros(3),
-                add: false,
-            },
+            piece(3, Src::F64(&g1), false),
+            piece(3, Src::F32(&g2), true),
+            piece(0, Src::Zeros(3), false),
         ];
         gather(Dst::F32(&mut flat), &pieces).unwrap();
         assert_eq!(&flat[..3], &[0.0, 0.0, 0.0]);
