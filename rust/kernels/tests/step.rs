@@ -374,9 +374,9 @@ fn mismatched_jobs_are_refused() {
     assert!(matches!(bad, Err(KernelError::Program(_))));
 }
 
-/// Passes far larger than the caches prefetch and run the rules in slices
-/// (see `exec::process`): the same bits as the same leaf stepped in pieces
-/// small enough not to.
+/// Passes far larger than the caches prefetch and run the rules in short
+/// blocks and slices (see `exec::process`): the same bits as the same leaf
+/// stepped in pieces small enough for neither.
 #[test]
 fn streaming_passes_give_the_same_bits() {
     let n = (64 << 20) / 4 + 5; // just over the float32 streaming threshold
@@ -386,7 +386,7 @@ fn streaming_passes_give_the_same_bits() {
         let mut whole = Leaf::<f32>::new(n, kind.states(), 3);
         step(&mut [whole.job(&program, &per_leaf)]).unwrap();
         let mut pieces = Leaf::<f32>::new(n, kind.states(), 3);
-        let piece = 1 << 20;
+        let piece = 1 << 18; // 1 MiB of float32: full-length blocks
         for start in (0..n).step_by(piece) {
             let r = start..n.min(start + piece);
             let mut job = Job {

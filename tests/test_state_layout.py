@@ -1,0 +1,66 @@
+"""Where `setup` puts the state arrays of large leaves.
+
+Large state arrays start 1, 2 or 3 KiB into a slightly larger allocation, in
+turn, so that a leaf's state arrays do not share an offset in their pages with
+each other or with a parameter NumPy allocated (see `rules._staggered`). The
+values, shapes, dtypes and flags are those of plain arrays.
+"""
+
+import numpy as np
+import pytest
+
+import optimisers as O
+
+PAGE = 4096
+
+
+def page_offset(a: np.ndarray) -> int:
+    return a.ctypes.data % PAGE
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_states_start_at_different_page_offsets(dtype):
+    x = np.ones((1024, 512), dtype)  # 2 or 4 MiB, allocated by NumPy
+    m, v, v_max = O.setup(O.AMSGrad(), x).state
+    offsets = [page_offset(a) for a in (x, m, v, v_max)]
+    assert len(set(offsets)) == 4, offsets
+    eps = dtype(O.AMSGrad().epsilon)
+    for a in (m, v, v_max):
+        assert a.shape == x.shape and a.dtype == x.dtype
+        assert a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
+        np.testing.assert_array_equal(a, np.full(x.shape, eps, dtype))
+
+
+def test_zeros_and_filled_states_hold_their_values():
+    x = np.ones(1 << 16, np.float32)  # 256 KiB
+    velocity, eta = O.setup(O.Rprop(eta=0.25), x).state
+    assert page_offset(velocity) != page_offset(eta)
+    np.testing.assert_array_equal(velocity, np.zeros_like(x))
+    np.testing.assert_array_equal(eta, np.full_like(x, 0.25))
+
+
+def test_small_states_are_plain_arrays():
+    x = np.ones(100, np.float32)
+    m, v, _ = O.setup(O.Adam(), x).state
+    assert m.base is None and v.base is None
+    np.testing.assert_array_equal(m, 0)
+
+
+def test_staggered_states_train_and_pickle_like_plain_ones():
+    import pickle
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1 << 15)
+    g = rng.standard_normal(1 << 15)
+    state = O.setup(O.Adam(), x)
+    plain = O.setup(O.Adam(), x)
+    plain.state = tuple(np.array(s) if isinstance(s, np.ndarray) else s for s in plain.state)
+    assert plain.state[0].base is None and state.state[0].base is not None
+    x1, x2 = x.copy(), x.copy()
+    for _ in range(3):
+        O.update_(state, x1, g)
+        O.update_(plain, x2, g)
+    np.testing.assert_array_equal(x1, x2)
+    again = pickle.loads(pickle.dumps(state))
+    for a, b in zip(again.state[:2], state.state[:2]):
+        np.testing.assert_array_equal(a, b)
