@@ -23,6 +23,11 @@ between g and -g), with, from the same run:
   (``jax.jit``, buffers donated) and in ``torch.optim`` (``foreach`` and
   ``fused``) where those are installed and have the rule, with their time over ours.
 
+The targets that compare two kernels time them in alternation, step by
+step: flat Adam float32 against the roofline (whose m and v are made by
+``setup``, so that they lie in memory as the rules' state arrays do), and
+flat and resnet50 Adam float32 against torch's fused Adam.
+
 On the ``cache`` workload each rule is also timed on one thread, for the
 thread-scaling table. The table is printed (Markdown), with the issue's
 targets checked at the end; ``--out`` writes a plot (with matplotlib) and
@@ -371,28 +376,38 @@ def copy_bandwidth(threads: int, stream: bool = True, n: int = 2**26) -> float:
     return 2 * src.nbytes / t
 
 
-def paired_with_roofline(step: Callable[[], Any], size: int, dtype: np.dtype, repeats: int):
-    """Medians of `step` and of the roofline kernel on `size` elements, timed
-    one after the other `repeats` times: on a shared machine whose speed drifts
-    by tens of percent, a ratio of alternated timings is the one to trust."""
+def roofline_arrays(size: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """x, g, m, v for the roofline kernel, with m and v made by `setup`, so
+    that they lie in memory as the rules' state arrays do."""
     rng = np.random.default_rng(1)
     x, g = (rng.standard_normal(size, dtype=dtype) for _ in range(2))
-    m, v = np.zeros(size, dtype), np.zeros(size, dtype)
+    m, v, _ = o.setup(o.Adam(), x).state
+    return x, g, m, v
+
+
+def roofline_step(size: int, dtype: np.dtype) -> Callable[[], None]:
+    x, g, m, v = roofline_arrays(size, dtype)
+    return lambda: _core._roofline(x, g, m, v)
+
+
+def alternated(steps: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Median seconds of each of `steps`, timed one after the other `repeats`
+    times: on a shared machine whose speed drifts by tens of percent, a ratio
+    of alternated timings is the one to trust."""
+    for step in steps:
+        step()
     time.sleep(SETTLE)
-    ours, roof = [], []
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        for run, times in ((step, ours), (lambda: _core._roofline(x, g, m, v), roof)):
+        for step, ts in zip(steps, times):
             start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-    return statistics.median(ours), statistics.median(roof)
+            step()
+            ts.append(time.perf_counter() - start)
+    return [statistics.median(ts) for ts in times]
 
 
 def roofline_time(size: int, dtype: np.dtype, repeats: int) -> float:
-    rng = np.random.default_rng(1)
-    x, g = (rng.standard_normal(size, dtype=dtype) for _ in range(2))
-    m, v = np.zeros(size, dtype), np.zeros(size, dtype)
-    return measure(lambda: _core._roofline(x, g, m, v), repeats)
+    return measure(roofline_step(size, dtype), repeats)
 
 
 # ---------------------------------------------------------------------------
@@ -581,6 +596,8 @@ class Row:
     others: dict[str, float | None] = field(default_factory=dict)
     # (ours, roofline) timed in alternation, step by step (flat Adam only).
     paired: tuple[float, float] | None = None
+    # (ours, torch fused) timed in alternation (flat and resnet50 Adam, float32).
+    paired_torch: tuple[float, float] | None = None
 
     def gbps(self) -> float:
         return self.bytes / self.ours / 1e9
@@ -657,10 +674,24 @@ def bench_workload(
         ours = run_ours(rule, names, xs, gs, ours_reps)
         row = Row(workload, dtype.name, name, elements, nbytes, ours, roof)
         if workload == "flat" and name == "Adam" and dtype == np.float32:
-            step = ours_step(rule, names, xs, gs)
-            step()
-            row.paired = paired_with_roofline(step, elements, dtype, ours_reps)
-            del step
+            steps = [ours_step(rule, names, xs, gs), roofline_step(elements, dtype)]
+            ours_time, roof_time = alternated(steps, ours_reps)
+            row.paired = (ours_time, roof_time)
+            del steps
+        if (
+            workload in ("flat", "resnet50")
+            and name == "Adam"
+            and dtype == np.float32
+            and others.get("torch")
+            and args.others != "none"
+        ):
+            fused = torch_runner(name, xs, gs, "fused")
+            if fused is not None:
+                ours_time, torch_time = alternated(
+                    [ours_step(rule, names, xs, gs), fused], ours_reps
+                )
+                row.paired_torch = (ours_time, torch_time)
+            del fused
         if workload == "cache" and args.threads > 1:
             o.set_num_threads(1)
             row.ours_1thread = run_ours(rule, names, xs, gs, ours_reps)
@@ -788,6 +819,17 @@ def targets(rows: list[Row], bandwidth: float, threads: int) -> list[tuple[str, 
                 ratio <= 1.05,
             )
         )
+    for workload, limit in (("flat", 1.0), ("resnet50", 0.9)):
+        row = by.get((workload, "float32", "Adam"))
+        if row and row.paired_torch:
+            ours, fused = row.paired_torch
+            out.append(
+                (
+                    f"{workload} Adam f32 ≤ {limit}× torch fused (timed in alternation)",
+                    f"{ours / fused:.2f}× ({fmt_time(ours)} vs {fmt_time(fused)})",
+                    ours <= limit * fused,
+                )
+            )
     for workload, limit in (("many", 0.5e-3), ("mlp", 10e-6)):
         for dt in ("float32", "float64"):
             sel = [r for r in rows if r.workload == workload and r.dtype == dt]

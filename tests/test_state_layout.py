@@ -1,9 +1,9 @@
 """Where `setup` puts the state arrays of large leaves.
 
-Large state arrays start 1, 2 or 3 KiB into a slightly larger allocation, in
-turn, so that a leaf's state arrays do not share an offset in their pages with
-each other or with a parameter NumPy allocated (see `rules._staggered`). The
-values, shapes, dtypes and flags are those of plain arrays.
+Large state arrays start 1, 2 or 3 KiB into a page, in turn, so that a
+leaf's state arrays do not share an offset in their pages with each other or
+with a parameter NumPy allocated (see `rules._staggered`). The values, shapes,
+dtypes and flags are those of plain arrays.
 """
 
 import numpy as np
@@ -22,8 +22,8 @@ def page_offset(a: np.ndarray) -> int:
 def test_large_states_start_at_different_page_offsets(dtype):
     x = np.ones((1024, 512), dtype)  # 2 or 4 MiB, allocated by NumPy
     m, v, v_max = O.setup(O.AMSGrad(), x).state
-    offsets = [page_offset(a) for a in (x, m, v, v_max)]
-    assert len(set(offsets)) == 4, offsets
+    offsets = [page_offset(a) for a in (m, v, v_max)]
+    assert sorted(offsets) == [1024, 2048, 3072], offsets
     eps = dtype(O.AMSGrad().epsilon)
     for a in (m, v, v_max):
         assert a.shape == x.shape and a.dtype == x.dtype
@@ -35,12 +35,13 @@ def test_zeros_and_filled_states_hold_their_values():
     x = np.ones(1 << 16, np.float32)  # 256 KiB
     velocity, eta = O.setup(O.Rprop(eta=0.25), x).state
     assert page_offset(velocity) != page_offset(eta)
+    assert {page_offset(velocity), page_offset(eta)} <= {1024, 2048, 3072}
     np.testing.assert_array_equal(velocity, np.zeros_like(x))
     np.testing.assert_array_equal(eta, np.full_like(x, 0.25))
 
 
 def test_small_states_are_plain_arrays():
-    x = np.ones(100, np.float32)
+    x = np.ones(1000, np.float32)
     m, v, _ = O.setup(O.Adam(), x).state
     assert m.base is None and v.base is None
     np.testing.assert_array_equal(m, 0)
@@ -50,8 +51,8 @@ def test_staggered_states_train_and_pickle_like_plain_ones():
     import pickle
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(1 << 15)
-    g = rng.standard_normal(1 << 15)
+    x = rng.standard_normal(1 << 16)
+    g = rng.standard_normal(1 << 16)
     state = O.setup(O.Adam(), x)
     plain = O.setup(O.Adam(), x)
     plain.state = tuple(np.array(s) if isinstance(s, np.ndarray) else s for s in plain.state)

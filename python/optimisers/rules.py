@@ -240,23 +240,26 @@ def _scalar(dtype: np.dtype, value: float) -> np.generic:
     return np.dtype(dtype).type(value)
 
 
-# State arrays of this many bytes or more start 1, 2 or 3 KiB past where the
-# allocator put them, in turn. Large NumPy arrays all start at the same offset
-# in a page, and sizes that are multiples of 2 MiB (2**25 float32s, say) put
-# a leaf's parameter, gradient and states at the same offset in their huge
-# pages as well: the rules' streams then collide in the caches, and Adam on a
-# 2**25-element vector took 1.35x as long as with its m and v moved apart.
-_STAGGER_MIN_BYTES = 64 * 1024
+# State arrays of this many bytes or more start 1, 2 or 3 KiB into a page, in
+# turn. Large NumPy arrays all start 16 bytes into a page, and sizes that are
+# multiples of 2 MiB (2**25 float32s, say) put a leaf's parameter, gradient
+# and states at the same offset in their huge pages as well: the rules' streams
+# then collide in the caches, and Adam on a 2**25-element vector took 1.35x as
+# long as with its m and v moved apart.
+_STAGGER_MIN_BYTES = 256 * 1024
+_PAGE = 4096
 _stagger = itertools.cycle((1024, 2048, 3072))
 
 
 def _staggered(x: np.ndarray, make: Callable[..., np.ndarray]) -> np.ndarray:
-    """``make(x.shape, dtype=x.dtype)`` (``np.zeros`` or ``np.empty``), moved
-    past the start of a slightly larger allocation when it is large."""
+    """``make(x.shape, dtype=x.dtype)`` (``np.zeros`` or ``np.empty``), placed
+    at the next offset of ``_stagger`` in a page when it is large."""
     if x.nbytes < _STAGGER_MIN_BYTES:
         return make(x.shape, dtype=x.dtype)
-    skip = next(_stagger) // x.itemsize
-    return make(x.size + skip, dtype=x.dtype)[skip:].reshape(x.shape)
+    offset = next(_stagger)
+    raw = make(x.nbytes + _PAGE + offset, dtype=np.uint8)
+    start = -raw.ctypes.data % _PAGE + offset
+    return raw[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
 
 
 def _zeros(x: np.ndarray) -> np.ndarray:
