@@ -508,13 +508,14 @@ def torch_runner(
 ) -> Callable[[], Any] | None:
     """torch.optim with `foreach=True` or `fused=True`; None where it has no such rule.
     The gradient stays `g` (torch reads it from `.grad`; swapping 1,000 of those
-    per step would be timed as torch's)."""
+    per step would be timed as torch's), a copy of it: some of torch's rules
+    write into `.grad` (SGD with Nesterov momentum adds the momentum to it)."""
     import torch
 
     rule = RULES[name][0]
     ps = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in params]
     for p, g in zip(ps, grads[0]):
-        p.grad = torch.from_numpy(g)
+        p.grad = torch.from_numpy(g.copy())
     flag = {mode: True}
     opt = torch.optim
     before: Callable[[], None] = lambda: None  # noqa: E731
