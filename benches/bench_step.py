@@ -684,7 +684,6 @@ def bench_workload(
             and name == "Adam"
             and dtype == np.float32
             and others.get("torch")
-            and args.others != "none"
         ):
             fused = torch_runner(name, xs, gs, "fused")
             if fused is not None:

@@ -6,6 +6,8 @@ with a parameter NumPy allocated (see `rules._staggered`). The values, shapes,
 dtypes and flags are those of plain arrays.
 """
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -48,8 +50,6 @@ def test_small_states_are_plain_arrays():
 
 
 def test_staggered_states_train_and_pickle_like_plain_ones():
-    import pickle
-
     rng = np.random.default_rng(0)
     x = rng.standard_normal(1 << 16)
     g = rng.standard_normal(1 << 16)

@@ -5,8 +5,9 @@
 //! runs in the last stage, after every norm of the batch: a norm that fails
 //! leaves every parameter untouched. Within a stage all jobs are cut into tasks
 //! of at most `TASK` elements and run on the pool (or on the calling thread when
-//! the stage is small); a task walks its range in `CHUNK`-element blocks that
-//! stay in L1 while every rule of the segment runs over them.
+//! the stage is small); a task walks its range in blocks (`CHUNK` elements, or
+//! `SHORT_CHUNK` when the stage streams from L3 or memory) that stay in L1
+//! while every rule of the segment runs over them.
 
 use std::mem::MaybeUninit;
 
