@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layouts import unaligned
 
 import optimisers as opt
 from optimisers import Restructure, destructure, trainables
@@ -193,6 +194,22 @@ def test_each_array_gets_its_own_dtype_shape_and_layout_back():
     out = re(flat + 1)
     assert all(not np.shares_memory(out[k], flat) for k in m)
     assert all(not np.shares_memory(out[k], m[k]) for k in m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_and_strided_arrays(dtype):
+    w = np.arange(12, dtype=dtype).reshape(3, 4)
+    m = {"w": unaligned(w), "t": np.arange(5.0, 11.0, dtype=dtype).reshape(2, 3).T}
+    flat, re = destructure(m)
+    np.testing.assert_array_equal(flat, np.concatenate([w.ravel(), m["t"].ravel()]))
+    for source in (flat, unaligned(flat)):
+        out = re(source)
+        np.testing.assert_array_equal(out["w"], w)
+        np.testing.assert_array_equal(out["t"], m["t"])
+    grad = {"w": unaligned(w + 1), "t": m["t"][::-1]}
+    np.testing.assert_array_equal(
+        re.flatten(grad), np.concatenate([(w + 1).ravel(), m["t"][::-1].ravel()])
+    )
 
 
 def test_copy_false_views_into_flat():

@@ -1,12 +1,12 @@
 """Turning leaves into kernel jobs, running them in one call, and finishing up.
 
-The kernel wants, per leaf, C-contiguous float32 or float64 buffers that do not
+The kernel wants, per leaf, C-contiguous, aligned float32 or float64 buffers that do not
 overlap: the parameter, the gradient, the rule's state arrays. Most leaves are
 already like that and go in as they are. The rest are staged here:
 
 - float16 leaves run in float32 copies (hyper-parameters still rounded to
   float16) and are rounded back;
-- parameters that are not C-contiguous, or not writeable, run in a copy that
+- parameters that are not C-contiguous, aligned and writeable run in a copy that
   is written back, or returned as the new parameter when it cannot be written;
 - ``MixedPrecision`` runs its rule on its own high-precision copy ``xT``, then
   copies ``xT`` into the parameter.
@@ -59,11 +59,19 @@ class Job:
         self.result = result
 
 
+def _readable(a: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether the kernel can read `a` as it is: a C-contiguous, aligned buffer of `dtype`."""
+    flags = a.flags
+    return a.dtype == dtype and flags.c_contiguous and flags.aligned
+
+
+def _writable(a: np.ndarray, dtype: np.dtype) -> bool:
+    return _readable(a, dtype) and a.flags.writeable
+
+
 def _buffer(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """`a` itself if the kernel can write it, else a C-contiguous copy in `dtype`."""
-    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
-        return a
-    return np.array(a, dtype=dtype, order="C", copy=True)
+    return a if _writable(a, dtype) else np.array(a, dtype=dtype, order="C", copy=True)
 
 
 def prepare(
@@ -75,19 +83,15 @@ def prepare(
     if isinstance(rule, MixedPrecision):
         return _prepare_mixed(rule, state, x, grad, want_update)
     dtype = x.dtype
-    if not want_update and dtype in _KERNEL_DTYPES and x.flags.c_contiguous and x.flags.writeable:
+    if not want_update and dtype in _KERNEL_DTYPES and _writable(x, dtype):
         # The common case, first: everything goes to the kernel as it is.
         arrays = rule._arrays(state)
-        if all(a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable for a in arrays):
+        if _readable(grad, dtype) and all(_writable(a, dtype) for a in arrays):
             program = rule._program(dtype)
             return Job((program, x, grad, arrays, rule._per_leaf(state), None), program, arrays, x)
     work = _F32 if dtype == np.float16 else dtype
     xbuf = _buffer(x, work)
-    gbuf = (
-        grad
-        if grad.dtype == work and grad.flags.c_contiguous
-        else np.ascontiguousarray(grad, dtype=work)
-    )
+    gbuf = grad if _readable(grad, work) else np.array(grad, dtype=work, order="C", copy=True)
     arrays = rule._arrays(state)
     bufs = [_buffer(a, work) for a in arrays]
     # Zeros, not empty: an AccumGrad that holds the update leaves it unwritten,

@@ -18,6 +18,7 @@ keep the parameters themselves alive, and it pickles.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -26,7 +27,15 @@ import numpy as np
 from . import _core, tree
 from .interface import checked_gradient
 from .keypath import KeyPath
-from .views import ViewMap, _view_map, find_ties, rebuild_view, walk_parameters
+from .views import (
+    Ties,
+    ViewMap,
+    _view_map,
+    find_ties,
+    might_share_memory,
+    rebuild_view,
+    walk_parameters,
+)
 
 __all__ = ["Restructure", "destructure"]
 
@@ -34,42 +43,29 @@ _RUST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Slot:
-    """Placeholder in a skeleton: the parameter stored in slot ``index``."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Slot, (self.index,))
-
-    def __repr__(self) -> str:
-        return f"<slot {self.index}>"
-
-
-class _ViewSlot:
-    """Placeholder in a skeleton: a view of the parameter in slot ``index``,
-    ``geometry`` the key of its ``ViewMap`` (see ``views._view_map``)."""
+    """Placeholder in a skeleton: the parameter stored in slot ``index`` or,
+    when ``geometry`` is set (the key of a ``ViewMap``, see
+    ``views._view_map``), a view of it."""
 
     __slots__ = ("geometry", "index", "writeable")
 
-    def __init__(self, index: int, geometry: tuple, writeable: bool = True) -> None:
+    def __init__(self, index: int, geometry: tuple | None = None, writeable: bool = True) -> None:
         self.index = index
         self.geometry = geometry
         self.writeable = writeable
 
     @property
     def map(self) -> ViewMap:
+        assert self.geometry is not None
         vm = _view_map(*self.geometry)
         assert vm is not None
         return vm
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_ViewSlot, (self.index, self.geometry, self.writeable))
+        return (_Slot, (self.index, self.geometry, self.writeable))
 
     def __repr__(self) -> str:
-        return f"<view of slot {self.index}>"
+        return f"<slot {self.index}>" if self.geometry is None else f"<view of slot {self.index}>"
 
 
 def _geometry(vm: ViewMap) -> tuple:
@@ -89,49 +85,56 @@ def destructure(model: Any) -> tuple[np.ndarray, Restructure]:
     Parameters are the floating arrays that ``trainable`` lets through; an
     array met twice, or a NumPy view of a parameter (``w.T``), counts once.
     """
-    positions = walk_parameters(model)
-    ties = find_ties(positions)
-    slot_of: dict[int, int] = {}
-    owners: list[np.ndarray] = []
-    for _, a in positions:
-        if id(a) not in ties.owner and id(a) not in slot_of:
-            slot_of[id(a)] = len(owners)
-            owners.append(a)
-    sizes = [a.size for a in owners]
-    offsets = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
+    skeleton, arrays, placeholders = _skeleton(model)
+    # Views are rare: only then walk again for the paths that warnings name.
+    ties = find_ties(walk_parameters(model)) if might_share_memory(arrays) else Ties()
+    owners = [a for a in arrays if id(a) not in ties.owner]
+    slot_of = {id(a): i for i, a in enumerate(owners)}
+    for a, placeholder in zip(arrays, placeholders):
+        owner = ties.owner.get(id(a))
+        if owner is None:
+            placeholder.index = slot_of[id(a)]
+        else:
+            placeholder.index = slot_of[id(owner)]
+            placeholder.geometry = _geometry(ties.maps[id(a)])
+            placeholder.writeable = a.flags.writeable
+
+    offsets = [0, *itertools.accumulate(a.size for a in owners)]
     length = offsets[-1]
     dtype = np.result_type(*owners) if owners else np.dtype(np.float64)
     slots = tuple(
         _SlotInfo(offsets[i], a.shape, a.dtype.str, _layout(a, ties)) for i, a in enumerate(owners)
     )
-
     flat = np.empty(length, dtype)
     _gather(flat, [(offsets[i], a, False) for i, a in enumerate(owners)])
+    return flat, Restructure(skeleton, slots, length, dtype, type(model).__name__)
 
-    memo: dict[int, Any] = {}
 
-    def skeleton(x: Any) -> Any:
+def _skeleton(model: Any) -> tuple[Any, list[np.ndarray], list[_Slot]]:
+    """One walk of ``model``: its skeleton, with a ``_Slot`` for each parameter
+    (one per distinct array; its index and view geometry still to be filled
+    in), and the distinct parameter arrays in tree order with their placeholders."""
+    arrays: list[np.ndarray] = []
+    placeholders: list[_Slot] = []
+    seen: dict[int, Any] = {}  # id -> its placeholder (parameters) or skeleton (containers)
+
+    def go(x: Any) -> Any:
+        known = seen.get(id(x))
+        if known is not None:
+            return known
         if tree.is_parameter(x):
-            if id(x) in slot_of:
-                return _Slot(slot_of[id(x)])
-            owner = ties.owner.get(id(x))
-            if owner is not None:
-                if id(x) not in memo:  # one placeholder per view: a repeated view stays one
-                    vm = ties.maps[id(x)]
-                    memo[id(x)] = _ViewSlot(slot_of[id(owner)], _geometry(vm), x.flags.writeable)
-                return memo[id(x)]
-            return x  # pragma: no cover - every parameter is an owner or a view
+            p = seen[id(x)] = _Slot(-1)
+            arrays.append(x)
+            placeholders.append(p)
+            return p
         kids = tree.trainable_children(x)
         if kids is None:
             return x
-        if id(x) in memo:
-            return memo[id(x)]
-        new = {k: skeleton(c) for k, c, trainable in kids if trainable}
-        out = memo[id(x)] = tree.rebuild(x, new)
+        new = {k: go(c) for k, c, trainable in kids if trainable}
+        out = seen[id(x)] = tree.rebuild(x, new)
         return out
 
-    skel = skeleton(model)
-    return flat, Restructure(skel, slots, length, dtype, type(model).__name__)
+    return go(model), arrays, placeholders
 
 
 class _SlotInfo(tuple):
@@ -159,7 +162,7 @@ class _SlotInfo(tuple):
         return math.prod(self[1])
 
 
-def _layout(owner: np.ndarray, ties: Any) -> tuple[int, ...] | None:
+def _layout(owner: np.ndarray, ties: Ties) -> tuple[int, ...] | None:
     for view, _ in ties.views.get(id(owner), ()):
         if ties.maps[id(view)].affine is None:
             return owner.strides
@@ -175,7 +178,8 @@ def _gather(flat: np.ndarray, pieces: list[tuple[int, Any, bool]]) -> None:
             if isinstance(src, np.ndarray):
                 if src.dtype not in _RUST_DTYPES:
                     src = src.astype(flat.dtype)
-                src = np.ascontiguousarray(src).reshape(-1)
+                elif not (src.flags.c_contiguous and src.flags.aligned):
+                    src = np.array(src, order="C")  # Rust reads any such shape, no other
             given.append((offset, src, add))
         _core.gather(flat, given)
         return
@@ -216,7 +220,7 @@ class Restructure:
         self, skeleton: Any, slots: tuple[_SlotInfo, ...], length: int, dtype: Any, name: str
     ) -> None:
         self._skeleton = skeleton
-        self._slots = tuple(_SlotInfo(*s) for s in slots)
+        self._slots = tuple(s if type(s) is _SlotInfo else _SlotInfo(*s) for s in slots)
         self.length = int(length)
         self.dtype = np.dtype(dtype)
         self._name = name
@@ -250,8 +254,8 @@ class Restructure:
         values = self._values(flat, copy)
         built: dict[int, np.ndarray] = {}
 
-        def fill(placeholder: Any) -> np.ndarray:
-            if isinstance(placeholder, _Slot):
+        def fill(placeholder: _Slot) -> np.ndarray:
+            if placeholder.geometry is None:
                 return values[placeholder.index]
             if id(placeholder) not in built:
                 vm = placeholder.map
@@ -288,7 +292,7 @@ class Restructure:
                 values[i] = flat[s.offset : s.offset + s.size].reshape(s.shape)
             else:
                 by_dtype.setdefault(s.dtype, []).append(i)
-        rust = flat.dtype in _RUST_DTYPES and flat.flags.c_contiguous
+        rust = flat.dtype in _RUST_DTYPES and flat.flags.c_contiguous and flat.flags.aligned
         parts: list[tuple[int, np.ndarray]] = []
         for dtype, indices in by_dtype.items():
             buffer = np.empty(sum(self._slots[i].size for i in indices), dtype)
@@ -321,7 +325,7 @@ class Restructure:
         memo: dict[int, Any] = {}
 
         def go(x: Any) -> Any:
-            if isinstance(x, (_Slot, _ViewSlot)):
+            if isinstance(x, _Slot):
                 return fill(x)
             if id(x) not in live:
                 return x
@@ -329,7 +333,7 @@ class Restructure:
                 return memo[id(x)]
             kids = tree.children(x)
             assert kids is not None
-            new = {k: go(c) for k, c in kids if id(c) in live or isinstance(c, (_Slot, _ViewSlot))}
+            new = {k: go(c) for k, c in kids if id(c) in live or isinstance(c, _Slot)}
             out = memo[id(x)] = tree.rebuild(x, new)
             return out
 
@@ -341,7 +345,7 @@ class Restructure:
             live: set[int] = set()
 
             def mark(x: Any) -> bool:
-                if isinstance(x, (_Slot, _ViewSlot)):
+                if isinstance(x, _Slot):
                     return True
                 if isinstance(x, np.ndarray):
                     return False
@@ -371,24 +375,24 @@ class Restructure:
 
         live = self._live_nodes()
         direct: list[list[tuple[KeyPath, np.ndarray]]] = [[] for _ in self._slots]
-        through_views: list[tuple[_ViewSlot, np.ndarray]] = []
+        through_views: list[tuple[_Slot, np.ndarray]] = []
 
         def go(x: Any, g: Any, path: KeyPath) -> None:
             if g is None:
                 return
             if isinstance(x, _Slot):
-                s = self._slots[x.index]
-                direct[x.index].append((path, self._grad_array(g, s.shape, path)))
-                return
-            if isinstance(x, _ViewSlot):
-                through_views.append((x, self._grad_array(g, x.map.shape, path)))
+                if x.geometry is None:
+                    s = self._slots[x.index]
+                    direct[x.index].append((path, self._grad_array(g, s.shape, path)))
+                else:
+                    through_views.append((x, self._grad_array(g, x.map.shape, path)))
                 return
             grad_of = _children_of_grad(g, x, path)
             for k, c in tree.children(x) or ():
-                if isinstance(c, (_Slot, _ViewSlot)) or id(c) in live:
+                if isinstance(c, _Slot) or id(c) in live:
                     go(c, grad_of(k), path.child(k))
 
-        if isinstance(self._skeleton, (_Slot, _ViewSlot)) or id(self._skeleton) in live:
+        if isinstance(self._skeleton, _Slot) or id(self._skeleton) in live:
             go(self._skeleton, grad, KeyPath())
         out = np.empty(self.length, self.dtype)
         pieces: list[tuple[int, Any, bool]] = []
@@ -404,6 +408,8 @@ class Restructure:
         return out
 
     def _grad_array(self, g: Any, shape: tuple[int, ...], path: KeyPath) -> np.ndarray:
+        if type(g) is np.ndarray and g.shape == shape and g.dtype in _RUST_DTYPES:
+            return g  # the common case, which the checks below would pass unchanged
         real = "real" if self.dtype.kind != "c" else None
         arr = checked_gradient(g, shape, real, f"at {path!r}")
         kind = arr.dtype.kind

@@ -67,7 +67,11 @@ class KeyPath:
         return (KeyPath, self.keys)
 
     def child(self, key: Any) -> KeyPath:
-        return KeyPath(*self.keys, key)
+        if isinstance(key, KeyPath):
+            return KeyPath(self, key)
+        out = object.__new__(KeyPath)  # skips the splicing loop: walks make one per node
+        object.__setattr__(out, "keys", (*self.keys, key))
+        return out
 
 
 def _step(x: Any, key: Any) -> tuple[bool, Any]:

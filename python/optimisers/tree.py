@@ -76,6 +76,9 @@ def is_container(x: Any) -> bool:
 
 def children(x: Any) -> list[tuple[Any, Any]] | None:
     """``(key, child)`` pairs of a container in order, or None for a leaf."""
+    kind = type(x)
+    if kind is list or kind is tuple:  # the common cases first
+        return list(enumerate(x))
     if isinstance(x, dict):
         return list(x.items())
     if _is_namedtuple(x):
@@ -112,6 +115,11 @@ def trainable_keys(x: Any) -> set | None:
 
 def trainable_children(x: Any) -> list[tuple[Any, Any, bool]] | None:
     """``(key, child, trainable)`` for each child of a container, or None for a leaf."""
+    kind = type(x)
+    if kind is dict:  # the common cases first: no ``trainable`` method to ask
+        return [(k, c, True) for k, c in x.items()]
+    if kind is list or kind is tuple:
+        return [(k, c, True) for k, c in enumerate(x)]
     kids = children(x)
     if kids is None:
         return None
@@ -124,6 +132,16 @@ def rebuild(x: Any, new: dict[Any, Any]) -> Any:
 
     Returns ``x`` itself when nothing changes.
     """
+    kind = type(x)
+    if kind is dict or kind is list:  # the common cases first
+        if all(child is x[key] for key, child in new.items()):
+            return x
+        if kind is dict:
+            return {**x, **new}
+        items = list(x)
+        for key, child in new.items():
+            items[key] = child
+        return items
     if not new or all(child is _get(x, key) for key, child in new.items()):
         return x
     if isinstance(x, dict):

@@ -440,6 +440,13 @@ def _order_key(a: np.ndarray, index: int) -> tuple[int, bool, bool, int]:
     return (-(hi - lo), not _owns(a), not a.flags.c_contiguous, index)
 
 
+def might_share_memory(arrays: list[np.ndarray]) -> bool:
+    """Whether two of these distinct arrays are carved from the same memory
+    (so ``find_ties`` has something to look at)."""
+    roots = {id(_root(a)) for a in arrays if a.size}
+    return len(roots) < sum(1 for a in arrays if a.size)
+
+
 def find_ties(positions: list[tuple[KeyPath, np.ndarray]]) -> Ties:
     """The views among the parameters at ``positions`` (as from ``walk_parameters``)."""
     first: dict[int, tuple[int, KeyPath, np.ndarray]] = {}
