@@ -320,6 +320,8 @@ def traffic(name: str) -> int:
 
 #: Seconds of quiet before each measurement (see `measure`).
 SETTLE = 0.05
+#: Seconds of quiet before each step of a pairing with torch (see `alternated`).
+PAUSE = 0.02
 
 
 def measure(
@@ -390,16 +392,21 @@ def roofline_step(size: int, dtype: np.dtype) -> Callable[[], None]:
     return lambda: _core._roofline(x, g, m, v)
 
 
-def alternated(steps: list[Callable[[], Any]], repeats: int) -> list[float]:
+def alternated(steps: list[Callable[[], Any]], repeats: int, pause: float = 0.0) -> list[float]:
     """Median seconds of each of `steps`, timed one after the other `repeats`
     times: on a shared machine whose speed drifts by tens of percent, a ratio
-    of alternated timings is the one to trust."""
+    of alternated timings is the one to trust. With `pause`, each step is timed
+    after that many seconds of quiet: when the steps run on different thread
+    pools (ours and torch's OpenMP), each pool's threads spin for a while after
+    their work and would otherwise take the second core from the next step."""
     for step in steps:
         step()
     time.sleep(SETTLE)
     times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
         for step, ts in zip(steps, times):
+            if pause:
+                time.sleep(pause)
             start = time.perf_counter()
             step()
             ts.append(time.perf_counter() - start)
@@ -688,7 +695,7 @@ def bench_workload(
             fused = torch_runner(name, xs, gs, "fused")
             if fused is not None:
                 ours_time, torch_time = alternated(
-                    [ours_step(rule, names, xs, gs), fused], ours_reps
+                    [ours_step(rule, names, xs, gs), fused], ours_reps, pause=PAUSE
                 )
                 row.paired_torch = (ours_time, torch_time)
             del fused

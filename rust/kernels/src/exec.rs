@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use crate::error::KernelError;
 use crate::float::{Float, Half};
 use crate::program::{BoundOp, Plans, Program};
-use crate::{simd, threads};
+use crate::{simd, spare, threads};
 
 /// Elements per block: the gradient block lives in a stack buffer this long.
 pub(crate) const CHUNK: usize = 1024;
@@ -155,7 +155,7 @@ trait Stages {
 }
 
 /// The jobs of one element type with their plans and where each update lives.
-struct Batch<'j, 'a, T> {
+struct Batch<'j, 'a, T: Float> {
     jobs: &'j mut [Job<'a, T>],
     plans: Plans<T>,
     flows: Vec<Flow<T>>,
@@ -168,17 +168,24 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
         for (i, job) in jobs.iter().enumerate() {
             job.check(first + i)?;
         }
-        let mut plans = Plans::with_capacity(jobs.len());
+        let mut plans = Plans::new(jobs.len());
         for job in jobs.iter() {
             job.program.bind_into(job.per_leaf, &mut plans);
         }
-        let flows = jobs.iter().map(|_| Flow::default()).collect();
+        let mut flows = spare::take::<Flow<T>, _>(jobs.len());
+        flows.extend(jobs.iter().map(|_| Flow::default()));
         Ok(Self {
             jobs,
             plans,
             flows,
             first,
         })
+    }
+}
+
+impl<T: Float> Drop for Batch<'_, '_, T> {
+    fn drop(&mut self) {
+        spare::give::<Flow<T>, _>(std::mem::take(&mut self.flows));
     }
 }
 
@@ -191,11 +198,12 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn pass(&mut self, stage: usize, stages: usize) {
-        let mut passes = Vec::with_capacity(self.jobs.len());
+        let mut passes = spare::take::<Option<Pass<'static, T>>, _>(self.jobs.len());
         for (j, (flow, job)) in self.flows.iter_mut().zip(self.jobs.iter()).enumerate() {
             passes.push(flow.pass(&self.plans, j, stage, stages, job));
         }
         run_pass(self.jobs, &mut self.flows, &passes);
+        spare::give::<Option<Pass<'static, T>>, _>(passes);
     }
 
     fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError> {
@@ -377,19 +385,22 @@ fn memory_walk<T>(total: usize) -> (bool, usize) {
     (bytes >= PREFETCH_MIN_BYTES, block)
 }
 
+/// A task's arrays before its state arrays are dealt out: `states` of them
+/// come next in the pass's list.
+struct Piece<'t, T> {
+    job: usize,
+    states: usize,
+    x: &'t mut [T],
+    grad: &'t [T],
+    tmp: &'t mut [T],
+    update: &'t mut [T],
+}
+
 fn run_pass<T: Float>(
     jobs: &mut [Job<'_, T>],
     flows: &mut [Flow<T>],
     passes: &[Option<Pass<'_, T>>],
 ) {
-    struct Piece<'t, T> {
-        job: usize,
-        states: usize,
-        x: &'t mut [T],
-        grad: &'t [T],
-        tmp: &'t mut [T],
-        update: &'t mut [T],
-    }
     let total: usize = jobs
         .iter()
         .zip(passes)
@@ -398,8 +409,8 @@ fn run_pass<T: Float>(
         .sum();
     let (parallel, task) = task_len::<T>(total);
     let (prefetch, block) = memory_walk::<T>(total);
-    let mut pieces = Vec::new();
-    let mut states: Vec<&mut [T]> = Vec::new();
+    let mut pieces = spare::take::<Piece<'static, T>, _>(jobs.len());
+    let mut states = spare::take::<&'static mut [T], &mut [T]>(jobs.len());
     for (j, ((job, flow), pass)) in jobs
         .iter_mut()
         .zip(flows.iter_mut())
@@ -407,64 +418,31 @@ fn run_pass<T: Float>(
         .enumerate()
     {
         let Some(pass) = pass else { continue };
-        let n = job.x.len();
-        if n == 0 {
+        if job.x.is_empty() {
             continue;
         }
-        let (mut x, mut grad) = (&mut *job.x, job.grad);
-        let mut tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp {
+        let tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp {
             &mut flow.tmp[..]
         } else {
             &mut [][..]
         };
-        let mut update = match (&mut job.update, pass.output) {
+        let update = match (&mut job.update, pass.output) {
             (Some(u), Output::Update) => &mut u[..],
             _ => &mut [][..],
         };
-        if n <= task {
-            // One piece, the usual case for small leaves: no cutting (and no Vec).
-            let before = states.len();
-            states.extend(job.states.iter_mut().map(|s| &mut **s));
-            pieces.push(Piece {
-                job: j,
-                states: states.len() - before,
-                x,
-                grad,
-                tmp,
-                update,
-            });
-            continue;
-        }
-        let mut rest: Vec<&mut [T]> = job.states.iter_mut().map(|s| &mut **s).collect();
-        let mut start = 0;
-        while start < n {
-            let len = task.min(n - start);
-            let (x_here, x_rest) = std::mem::take(&mut x).split_at_mut(len);
-            let (g_here, g_rest) = grad.split_at(len);
-            let cut = len.min(tmp.len());
-            let (t_here, t_rest) = std::mem::take(&mut tmp).split_at_mut(cut);
-            let cut = len.min(update.len());
-            let (u_here, u_rest) = std::mem::take(&mut update).split_at_mut(cut);
-            (x, grad, tmp, update) = (x_rest, g_rest, t_rest, u_rest);
-            for s in &mut rest {
-                let (here, later) = std::mem::take(s).split_at_mut(len);
-                *s = later;
-                states.push(here);
-            }
-            pieces.push(Piece {
-                job: j,
-                states: rest.len(),
-                x: x_here,
-                grad: g_here,
-                tmp: t_here,
-                update: u_here,
-            });
-            start += len;
-        }
+        let piece = Piece {
+            job: j,
+            states: job.states.len(),
+            x: &mut *job.x,
+            grad: job.grad,
+            tmp,
+            update,
+        };
+        cut(piece, &mut job.states, task, &mut pieces, &mut states);
     }
     let mut unclaimed = &mut states[..];
-    let mut tasks: Vec<Task<'_, '_, T>> = Vec::with_capacity(pieces.len());
-    for piece in pieces {
+    let mut tasks = spare::take::<Task<'static, 'static, T>, Task<'_, '_, T>>(pieces.len());
+    for piece in pieces.drain(..) {
         let pass = passes[piece.job].as_ref().expect("pieces come from passes");
         let (mine, others) = std::mem::take(&mut unclaimed).split_at_mut(piece.states);
         unclaimed = others;
@@ -483,6 +461,61 @@ fn run_pass<T: Float>(
         });
     }
     run_tasks(&mut tasks, parallel);
+    spare::give::<Task<'static, 'static, T>, _>(tasks);
+    spare::give::<Piece<'static, T>, _>(pieces);
+    spare::give::<&'static mut [T], _>(states);
+}
+
+/// One job's `whole` piece, cut into pieces of at most `task` elements, with
+/// its state arrays cut alike and appended to `states`.
+fn cut<'t, T>(
+    whole: Piece<'t, T>,
+    job_states: &'t mut [&mut [T]],
+    task: usize,
+    pieces: &mut Vec<Piece<'t, T>>,
+    states: &mut Vec<&'t mut [T]>,
+) {
+    let n = whole.x.len();
+    if n <= task {
+        // The usual case for small leaves: no cutting (and no Vec).
+        states.extend(job_states.iter_mut().map(|s| &mut **s));
+        pieces.push(whole);
+        return;
+    }
+    let Piece {
+        job,
+        mut x,
+        mut grad,
+        mut tmp,
+        mut update,
+        ..
+    } = whole;
+    let mut rest: Vec<&mut [T]> = job_states.iter_mut().map(|s| &mut **s).collect();
+    let mut start = 0;
+    while start < n {
+        let len = task.min(n - start);
+        let (x_here, x_rest) = std::mem::take(&mut x).split_at_mut(len);
+        let (g_here, g_rest) = grad.split_at(len);
+        let cut = len.min(tmp.len());
+        let (t_here, t_rest) = std::mem::take(&mut tmp).split_at_mut(cut);
+        let cut = len.min(update.len());
+        let (u_here, u_rest) = std::mem::take(&mut update).split_at_mut(cut);
+        (x, grad, tmp, update) = (x_rest, g_rest, t_rest, u_rest);
+        for s in &mut rest {
+            let (here, later) = std::mem::take(s).split_at_mut(len);
+            *s = later;
+            states.push(here);
+        }
+        pieces.push(Piece {
+            job,
+            states: rest.len(),
+            x: x_here,
+            grad: g_here,
+            tmp: t_here,
+            update: u_here,
+        });
+        start += len;
+    }
 }
 
 fn run_tasks<T: Float>(tasks: &mut [Task<'_, '_, T>], parallel: bool) {

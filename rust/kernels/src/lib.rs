@@ -14,6 +14,7 @@ pub mod norm;
 pub mod program;
 pub mod rules;
 pub mod simd;
+pub mod spare;
 pub mod threads;
 
 pub use error::KernelError;

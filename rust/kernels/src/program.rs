@@ -11,6 +11,7 @@ use crate::error::KernelError;
 use crate::float::Float;
 use crate::norm::ClipNorm;
 use crate::rules::{Bound, Kind};
+use crate::spare;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
@@ -157,7 +158,7 @@ pub(crate) struct Plan {
 
 /// The plans of all the leaves of one call, in shared storage.
 #[derive(Debug)]
-pub(crate) struct Plans<T> {
+pub(crate) struct Plans<T: Float> {
     ops: Vec<BoundOp<T>>,
     /// For every segment of every plan, the index in `ops` where it ends.
     ends: Vec<usize>,
@@ -165,16 +166,29 @@ pub(crate) struct Plans<T> {
     leaves: Vec<Plan>,
 }
 
-impl<T> Plans<T> {
-    pub fn with_capacity(leaves: usize) -> Self {
+impl<T: Float> Plans<T> {
+    /// Empty plans for `leaves` leaves, in storage kept from the last call
+    /// (see `spare`).
+    pub fn new(leaves: usize) -> Self {
         Self {
-            ops: Vec::with_capacity(leaves),
-            ends: Vec::with_capacity(leaves),
-            norms: Vec::new(),
-            leaves: Vec::with_capacity(leaves),
+            ops: spare::take::<BoundOp<T>, _>(leaves),
+            ends: spare::take::<usize, _>(leaves),
+            norms: spare::take::<ClipNorm, _>(0),
+            leaves: spare::take::<Plan, _>(leaves),
         }
     }
+}
 
+impl<T: Float> Drop for Plans<T> {
+    fn drop(&mut self) {
+        spare::give::<BoundOp<T>, _>(std::mem::take(&mut self.ops));
+        spare::give::<usize, _>(std::mem::take(&mut self.ends));
+        spare::give::<ClipNorm, _>(std::mem::take(&mut self.norms));
+        spare::give::<Plan, _>(std::mem::take(&mut self.leaves));
+    }
+}
+
+impl<T: Float> Plans<T> {
     pub fn get(&self, leaf: usize) -> &Plan {
         &self.leaves[leaf]
     }

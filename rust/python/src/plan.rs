@@ -21,6 +21,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use optimisers_kernels as kernels;
+use optimisers_kernels::spare;
 
 use crate::{errors, Arith, Program};
 
@@ -319,11 +320,15 @@ impl Plan {
     ) -> Result<Vec<Found>, Decline> {
         use Decline::{Gradient, Stale};
         let n = self.nodes.len();
-        let mut models: Vec<Bound<'_, PyAny>> = Vec::with_capacity(n);
-        let mut states: Vec<Bound<'_, PyAny>> = Vec::with_capacity(n);
+        // The lists are kept from step to step (see `spare`): a model of
+        // thousands of leaves would otherwise allocate and fault in
+        // hundreds of KiB each step.
+        let mut models = spare::take::<Bound<'static, PyAny>, Bound<'_, PyAny>>(n);
+        let mut states = spare::take::<Bound<'static, PyAny>, Bound<'_, PyAny>>(n);
         // A node's gradient and how it yields children (None: no gradient here).
-        let mut grads: Vec<Option<(Bound<'_, PyAny>, GradAccess)>> = Vec::with_capacity(n);
-        let mut found: Vec<Found> = vec![None; self.leaves.len()];
+        let mut grads = spare::take::<Option<(Bound<'static, PyAny>, GradAccess)>, _>(n);
+        let mut found = spare::take::<Found, _>(self.leaves.len());
+        found.resize(self.leaves.len(), None);
         for node in &self.nodes {
             let (m, s, g) = match node.parent {
                 None => (model.clone(), state.clone(), Some(grad.clone())),
@@ -389,6 +394,9 @@ impl Plan {
             models.push(m);
             states.push(s);
         }
+        spare::give::<Bound<'static, PyAny>, _>(models);
+        spare::give::<Bound<'static, PyAny>, _>(states);
+        spare::give::<Option<(Bound<'static, PyAny>, GradAccess)>, _>(grads);
         Ok(found)
     }
 
@@ -407,9 +415,11 @@ impl Plan {
     }
 
     fn run(&mut self, py: Python<'_>, found: &[Found]) -> PyResult<()> {
-        let mut single: Vec<kernels::Job<'_, f32>> = Vec::new();
-        let mut double: Vec<kernels::Job<'_, f64>> = Vec::new();
-        let (mut single_index, mut double_index) = (Vec::new(), Vec::new());
+        let n = self.leaves.len();
+        let mut single = spare::take::<kernels::Job<'static, f32>, kernels::Job<'_, f32>>(n);
+        let mut double = spare::take::<kernels::Job<'static, f64>, kernels::Job<'_, f64>>(n);
+        let mut single_index = spare::take::<usize, usize>(n);
+        let mut double_index = spare::take::<usize, usize>(n);
         for (j, (leaf, grad)) in self.leaves.iter().zip(found).enumerate() {
             let Some(grad) = *grad else { continue };
             if leaf.frozen {
@@ -431,7 +441,10 @@ impl Plan {
         let index: Vec<usize> = single_index.iter().chain(&double_index).copied().collect();
         py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut []))
             .map_err(|e| errors::with_job(e, &index))?;
-        drop((single, double));
+        spare::give::<kernels::Job<'static, f32>, _>(single);
+        spare::give::<kernels::Job<'static, f64>, _>(double);
+        spare::give::<usize, _>(single_index);
+        spare::give::<usize, _>(double_index);
         for &j in &index {
             let leaf = &self.leaves[j];
             self.moved[j] |= !leaf.scalars.is_empty();
@@ -600,8 +613,9 @@ impl Plan {
         }
         match self.walk(state, model, grad) {
             Ok(found) => {
-                self.run(py, &found)?;
-                Ok(Some(true))
+                let ran = self.run(py, &found);
+                spare::give::<Found, _>(found);
+                ran.map(|()| Some(true))
             }
             Err(Decline::Gradient) => Ok(Some(false)),
             Err(Decline::Stale) => {
