@@ -9,7 +9,9 @@ The rules are every rule of the package plus two chains,
 and ``ClipNorm+Adam`` = ``OptimiserChain(ClipNorm(), Adam())``, all with their
 default hyper-parameters. Each row is one rule on one workload and dtype,
 timed as the median of many steps after a warm-up (the gradient alternates
-between g and -g), with, from the same run:
+between g and -g), in alternation with the roofline kernel below (this VM's
+speed drifts by tens of percent within seconds: only ratios of timings taken
+in turn are steady), with, from the same run:
 
 - GB/s and % BW: the bytes the rule must move (elements × dtype size × arrays
   read and written: x, the gradient, each state array; a norm reads the
@@ -18,17 +20,16 @@ between g and -g), with, from the same run:
   (``optimisers._core._copy``);
 - × roof: the time over that of a hand-written multi-threaded kernel moving
   Adam's bytes with trivial arithmetic (``optimisers._core._roofline``) on the
-  workload's element count in one buffer, scaled by this rule's bytes over Adam's;
+  workload's element count in one buffer (its m and v made by ``setup``, so
+  that they lie in memory as the rules' state arrays do), timed in turn with
+  the row, and scaled by this rule's bytes over Adam's;
 - the same step in plain in-place NumPy (``benches/numpy_rules.py``), in optax
   (``jax.jit``, buffers donated) and in ``torch.optim`` (``foreach`` and
   ``fused``) where those are installed and have the rule, with their time over ours.
 
-The targets that compare two kernels time them in alternation, step by
-step: flat Adam float32 against the roofline (whose m and v are made by
-``setup``, so that they lie in memory as the rules' state arrays do), and
-flat and resnet50 Adam float32 against torch's fused Adam.
-
-On the ``cache`` workload each rule is also timed on one thread, for the
+Flat and resnet50 Adam float32 are also timed in alternation with torch's
+fused Adam, for the targets against it, and on the ``cache`` workload each
+rule is timed in alternation on one thread and on ``--threads``, for the
 thread-scaling table. The table is printed (Markdown), with the issue's
 targets checked at the end; ``--out`` writes a plot (with matplotlib) and
 ``--md`` a Markdown report with the machine, the command and the versions.
@@ -392,29 +393,52 @@ def roofline_step(size: int, dtype: np.dtype) -> Callable[[], None]:
     return lambda: _core._roofline(x, g, m, v)
 
 
-def alternated(steps: list[Callable[[], Any]], repeats: int, pause: float = 0.0) -> list[float]:
-    """Median seconds of each of `steps`, timed one after the other `repeats`
-    times: on a shared machine whose speed drifts by tens of percent, a ratio
-    of alternated timings is the one to trust. With `pause`, each step is timed
-    after that many seconds of quiet: when the steps run on different thread
-    pools (ours and torch's OpenMP), each pool's threads spin for a while after
-    their work and would otherwise take the second core from the next step."""
-    for step in steps:
+def alternated(
+    steps: list[Callable[[], Any]],
+    rounds: int,
+    pause: float = 0.0,
+    batch: int = 1,
+    before: list[Callable[[], Any]] | None = None,
+) -> list[float]:
+    """Median seconds per call of each of `steps`, timed in turn: `rounds`
+    rounds, each timing `batch` calls of each step, one step after the other.
+    On a shared machine whose speed drifts by tens of percent within seconds,
+    a ratio of alternated timings is the one to trust. A batch of calls keeps
+    a small workload's data in cache after its first call. With `pause`, each
+    batch is timed after that many seconds of quiet: when the steps run on
+    different thread pools (ours and torch's OpenMP), each pool's threads spin
+    for a while after their work and would otherwise take the second core from
+    the next step. `before[i]`, if given, runs untimed before each batch of
+    `steps[i]` (a thread count to set, say)."""
+    prepare = before or [lambda: None for _ in steps]
+    for ready, step in zip(prepare, steps):
+        ready()
         step()
     time.sleep(SETTLE)
     times: list[list[float]] = [[] for _ in steps]
-    for _ in range(repeats):
-        for step, ts in zip(steps, times):
-            if pause:
-                time.sleep(pause)
-            start = time.perf_counter()
-            step()
-            ts.append(time.perf_counter() - start)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for ready, step, ts in zip(prepare, steps, times):
+                ready()
+                if pause:
+                    time.sleep(pause)
+                start = time.perf_counter()
+                for _ in range(batch):
+                    step()
+                ts.append((time.perf_counter() - start) / batch)
+    finally:
+        if enabled:
+            gc.enable()
     return [statistics.median(ts) for ts in times]
 
 
-def roofline_time(size: int, dtype: np.dtype, repeats: int) -> float:
-    return measure(roofline_step(size, dtype), repeats)
+def paired_rounds(repeats: int) -> tuple[int, int]:
+    """`(rounds, batch)` for `alternated` from a workload's repeat count: at
+    most 20 rounds, so that a fast workload times batches of steps."""
+    rounds = min(repeats, 20)
+    return rounds, max(1, repeats // rounds)
 
 
 # ---------------------------------------------------------------------------
@@ -599,11 +623,10 @@ class Row:
     elements: int
     bytes: int
     ours: float
-    roofline: float  # for Adam's bytes on this workload and dtype
-    ours_1thread: float | None = None
+    roofline: float  # for Adam's bytes on this workload and dtype, timed in alternation with ours
+    # (ours with --threads, ours with 1 thread) timed in alternation (cache only).
+    scaling: tuple[float, float] | None = None
     others: dict[str, float | None] = field(default_factory=dict)
-    # (ours, roofline) timed in alternation, step by step (flat Adam only).
-    paired: tuple[float, float] | None = None
     # (ours, torch fused) timed in alternation (flat and resnet50 Adam, float32).
     paired_torch: tuple[float, float] | None = None
 
@@ -674,18 +697,16 @@ def bench_workload(
     if args.repeats:
         ours_reps = other_reps = args.repeats
     o.set_num_threads(args.threads)
-    roof = roofline_time(elements, dtype, ours_reps)
+    roof_step = roofline_step(elements, dtype)
+    rounds, batch = paired_rounds(ours_reps)
     rows = []
     for name in rules:
         rule = RULES[name][0]
         nbytes = elements * dtype.itemsize * traffic(name)
-        ours = run_ours(rule, names, xs, gs, ours_reps)
+        # Every row is timed in alternation with the roofline kernel, so that
+        # its "× roof" is a ratio from the same moments of this noisy machine.
+        ours, roof = alternated([ours_step(rule, names, xs, gs), roof_step], rounds, batch=batch)
         row = Row(workload, dtype.name, name, elements, nbytes, ours, roof)
-        if workload == "flat" and name == "Adam" and dtype == np.float32:
-            steps = [ours_step(rule, names, xs, gs), roofline_step(elements, dtype)]
-            ours_time, roof_time = alternated(steps, ours_reps)
-            row.paired = (ours_time, roof_time)
-            del steps
         if (
             workload in ("flat", "resnet50")
             and name == "Adam"
@@ -695,14 +716,20 @@ def bench_workload(
             fused = torch_runner(name, xs, gs, "fused")
             if fused is not None:
                 ours_time, torch_time = alternated(
-                    [ours_step(rule, names, xs, gs), fused], ours_reps, pause=PAUSE
+                    [ours_step(rule, names, xs, gs), fused], rounds, pause=PAUSE, batch=batch
                 )
                 row.paired_torch = (ours_time, torch_time)
             del fused
         if workload == "cache" and args.threads > 1:
-            o.set_num_threads(1)
-            row.ours_1thread = run_ours(rule, names, xs, gs, ours_reps)
+            threads = (args.threads, 1)
+            timed = alternated(
+                [ours_step(rule, names, xs, gs), ours_step(rule, names, xs, gs)],
+                rounds,
+                batch=batch,
+                before=[lambda n=n: o.set_num_threads(n) for n in threads],
+            )
             o.set_num_threads(args.threads)
+            row.scaling = (timed[0], timed[1])
         if args.others != "none":
             row.others["NumPy"] = measure(numpy_runner(rule, xs, gs), other_reps, warmup=1)
         frameworks = args.others == "all" or (
@@ -785,10 +812,10 @@ def scaling_table(rows: list[Row], threads: int) -> str:
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        if r.ours_1thread is not None:
+        if r.scaling is not None:
+            many, one = r.scaling
             lines.append(
-                f"| {r.rule} | {r.dtype} | {fmt_time(r.ours_1thread)} | {fmt_time(r.ours)} | "
-                f"{r.ours_1thread / r.ours:.2f}× |"
+                f"| {r.rule} | {r.dtype} | {fmt_time(one)} | {fmt_time(many)} | {one / many:.2f}× |"
             )
     return "\n".join(lines)
 
@@ -817,7 +844,7 @@ def targets(rows: list[Row], bandwidth: float, threads: int) -> list[tuple[str, 
     out: list[tuple[str, str, bool]] = []
     flat_adam = by.get(("flat", "float32", "Adam"))
     if flat_adam:
-        ours, roof = flat_adam.paired or (flat_adam.ours, flat_adam.roofline)
+        ours, roof = flat_adam.ours, flat_adam.roofline
         ratio = ours / roof
         out.append(
             (
@@ -874,7 +901,7 @@ def targets(rows: list[Row], bandwidth: float, threads: int) -> list[tuple[str, 
                         ratio <= limit,
                     )
                 )
-    speedups = [(r, r.ours_1thread / r.ours) for r in rows if r.ours_1thread is not None]
+    speedups = [(r, r.scaling[1] / r.scaling[0]) for r in rows if r.scaling is not None]
     for r, s in speedups:
         if r.rule == "Adam":
             out.append(
@@ -1186,7 +1213,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         roofline_table(rows, bandwidth),
     ]
-    if any(r.ours_1thread is not None for r in rows):
+    if any(r.scaling is not None for r in rows):
         body += ["", "## Thread scaling in cache", "", scaling_table(rows, args.threads)]
     body += ["", "## Targets", "", targets_table(checks)]
     text = "\n".join(body)
