@@ -403,8 +403,10 @@ def alternated(
     """Median seconds per call of each of `steps`, timed in turn: `rounds`
     rounds, each timing `batch` calls of each step, one step after the other.
     On a shared machine whose speed drifts by tens of percent within seconds,
-    a ratio of alternated timings is the one to trust. A batch of calls keeps
-    a small workload's data in cache after its first call. With `pause`, each
+    a ratio of alternated timings is the one to trust. A batch (of more than
+    one call) starts with an untimed call, which brings the step's data back
+    into cache after the other step ran: each step is timed as it runs back
+    to back, as the other libraries are. With `pause`, each
     batch is timed after that many seconds of quiet: when the steps run on
     different thread pools (ours and torch's OpenMP), each pool's threads spin
     for a while after their work and would otherwise take the second core from
@@ -424,6 +426,8 @@ def alternated(
                 ready()
                 if pause:
                     time.sleep(pause)
+                if batch > 1:
+                    step()
                 start = time.perf_counter()
                 for _ in range(batch):
                     step()
@@ -436,8 +440,8 @@ def alternated(
 
 def paired_rounds(repeats: int) -> tuple[int, int]:
     """`(rounds, batch)` for `alternated` from a workload's repeat count: at
-    most 20 rounds, so that a fast workload times batches of steps."""
-    rounds = min(repeats, 20)
+    most 10 rounds, so that a fast workload times batches of steps."""
+    rounds = min(repeats, 10)
     return rounds, max(1, repeats // rounds)
 
 
