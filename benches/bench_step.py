@@ -656,10 +656,6 @@ def make_data(workload: str, dtype: np.dtype) -> tuple[list[str], list[np.ndarra
     return names, xs, (gs, [-g for g in gs])
 
 
-def run_ours(rule: Any, names: list[str], xs: list[np.ndarray], gs: Grads, reps: int) -> float:
-    return measure(ours_step(rule, names, xs, gs), reps)
-
-
 def ours_step(rule: Any, names: list[str], xs: list[np.ndarray], gs: Grads) -> Callable[[], None]:
     """One `update_` step per call, on a fresh model and state, alternating g and -g."""
     if len(names) == len(set(names)) and not names[0].isdigit():

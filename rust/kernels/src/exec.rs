@@ -496,10 +496,10 @@ fn cut<'t, T>(
         let len = task.min(n - start);
         let (x_here, x_rest) = std::mem::take(&mut x).split_at_mut(len);
         let (g_here, g_rest) = grad.split_at(len);
-        let cut = len.min(tmp.len());
-        let (t_here, t_rest) = std::mem::take(&mut tmp).split_at_mut(cut);
-        let cut = len.min(update.len());
-        let (u_here, u_rest) = std::mem::take(&mut update).split_at_mut(cut);
+        // `tmp` and `update` are empty when the pass does not use them.
+        let (t_len, u_len) = (len.min(tmp.len()), len.min(update.len()));
+        let (t_here, t_rest) = std::mem::take(&mut tmp).split_at_mut(t_len);
+        let (u_here, u_rest) = std::mem::take(&mut update).split_at_mut(u_len);
         (x, grad, tmp, update) = (x_rest, g_rest, t_rest, u_rest);
         for s in &mut rest {
             let (here, later) = std::mem::take(s).split_at_mut(len);

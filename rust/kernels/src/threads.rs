@@ -58,9 +58,8 @@ pub fn set_num_threads(n: usize) -> Result<(), KernelError> {
 /// How long a helper keeps spinning for the next job before it sleeps.
 pub const SPIN: Duration = Duration::from_micros(100);
 
-/// One `for_each` call, on the caller's stack. Helpers reach it only between
-/// `Shared::inside` going up and down (see `Helpers::run`).
-/// One `for_each` call. Items are dealt into one contiguous range per seat
+/// One `for_each` call, on the caller's stack; helpers reach it only between
+/// `Shared::inside` going up and down (see `Shared::join`). Items are dealt into one contiguous range per seat
 /// (the caller is seat 0, helper `k` seat `k`): each thread takes the items of
 /// its own range first, then helps with the others'. So a thread that is on
 /// time works on the same items at every step of a loop, and finds their data

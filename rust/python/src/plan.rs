@@ -418,7 +418,8 @@ impl Plan {
         let n = self.leaves.len();
         let mut single = spare::take::<kernels::Job<'static, f32>, kernels::Job<'_, f32>>(n);
         let mut double = spare::take::<kernels::Job<'static, f64>, kernels::Job<'_, f64>>(n);
-        let mut single_index = spare::take::<usize, usize>(n);
+        // Which leaf each job is: the single-precision jobs, then the double.
+        let mut index = spare::take::<usize, usize>(n);
         let mut double_index = spare::take::<usize, usize>(n);
         for (j, (leaf, grad)) in self.leaves.iter().zip(found).enumerate() {
             let Some(grad) = *grad else { continue };
@@ -430,7 +431,7 @@ impl Plan {
             match leaf.dtype {
                 Dtype::F32 => {
                     single.push(job(leaf, grad, program, per_leaf));
-                    single_index.push(j);
+                    index.push(j);
                 }
                 Dtype::F64 => {
                     double.push(job(leaf, grad, program, per_leaf));
@@ -438,13 +439,12 @@ impl Plan {
                 }
             }
         }
-        let index: Vec<usize> = single_index.iter().chain(&double_index).copied().collect();
+        index.extend_from_slice(&double_index);
+        spare::give::<usize, _>(double_index);
         py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut []))
             .map_err(|e| errors::with_job(e, &index))?;
         spare::give::<kernels::Job<'static, f32>, _>(single);
         spare::give::<kernels::Job<'static, f64>, _>(double);
-        spare::give::<usize, _>(single_index);
-        spare::give::<usize, _>(double_index);
         for &j in &index {
             let leaf = &self.leaves[j];
             self.moved[j] |= !leaf.scalars.is_empty();
@@ -453,6 +453,7 @@ impl Plan {
                 .element
                 .advance(&program.inner, &mut self.scalars[leaf.scalars.clone()]);
         }
+        spare::give::<usize, _>(index);
         Ok(())
     }
 }
