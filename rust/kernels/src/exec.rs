@@ -112,6 +112,14 @@ impl<T> Job<'_, T> {
     }
 }
 
+/// A step over `bytes` bytes of parameters is about to be prepared: if its
+/// passes will use the helpers, have them ready (see [`threads::wake`]).
+pub fn expect_step(bytes: usize) {
+    if bytes >= PASS_PARALLEL_MIN_BYTES && threads::num_threads() > 1 {
+        threads::wake();
+    }
+}
+
 /// Apply each job's program to its leaf, in place.
 pub fn step<T: Float>(jobs: &mut [Job<'_, T>]) -> Result<(), KernelError> {
     run_batches(&mut [&mut Batch::new(jobs, 0)?])

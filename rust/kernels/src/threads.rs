@@ -1,6 +1,6 @@
 //! The threads the kernels run on: [`for_each`] runs tasks on the calling
-//! thread and `num_threads() - 1` helper threads, which after a job spin for
-//! [`SPIN`] before they sleep. An optimiser step comes back within microseconds
+//! thread and `num_threads() - 1` helper threads, which after a job (or a
+//! [`wake`]) spin for [`SPIN`] before they sleep. An optimiser step comes back within microseconds
 //! in a training loop, and waking a sleeping thread (and then the caller, as a
 //! pool that the caller only waits on must) costs tens of microseconds on a
 //! virtual machine, more than a whole step in cache.
@@ -68,12 +68,18 @@ pub const SPIN: Duration = Duration::from_micros(100);
 /// others.
 struct Work {
     /// The next unclaimed item of each seat's range.
-    cursors: Box<[AtomicUsize]>,
+    cursors: Box<[Cursor]>,
     len: usize,
     /// `f(i)` for item `i`; its lifetime is erased (see `for_each`).
     call: *const (dyn Fn(usize) + Sync),
     panicked: AtomicBool,
 }
+
+/// A seat's cursor on a cache-line pair of its own: seats claim items
+/// concurrently, and cursors sharing a line would bounce it between cores at
+/// every claim (thousands per step on a model of many small leaves).
+#[repr(align(128))]
+struct Cursor(AtomicUsize);
 
 struct Shared {
     /// The caller and the helpers.
@@ -84,10 +90,12 @@ struct Shared {
     generation: AtomicU64,
     /// Helpers between looking at `work` and being done with it.
     inside: AtomicUsize,
-    /// Helpers asleep (or about to be) on `wake`.
+    /// Bumped by `wake`: helpers spin afresh, or wake up.
+    nudges: AtomicU64,
+    /// Helpers asleep (or about to be) on `bell`.
     sleeping: AtomicUsize,
     lock: Mutex<()>,
-    wake: Condvar,
+    bell: Condvar,
     stop: AtomicBool,
 }
 
@@ -108,6 +116,7 @@ static CALLER: Mutex<()> = Mutex::new(());
 impl Shared {
     fn help(&self, seat: usize) {
         let mut seen = self.generation.load(Ordering::Acquire);
+        let mut nudged = self.nudges.load(Ordering::Acquire);
         let mut idle_since = Instant::now();
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -120,6 +129,12 @@ impl Shared {
                 idle_since = Instant::now();
                 continue;
             }
+            let nudges = self.nudges.load(Ordering::Acquire);
+            if nudges != nudged {
+                // Work is on its way (see `wake`): spin afresh.
+                nudged = nudges;
+                idle_since = Instant::now();
+            }
             if idle_since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
@@ -127,14 +142,24 @@ impl Shared {
             let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
             self.sleeping.fetch_add(1, Ordering::SeqCst);
             let _guard = self
-                .wake
+                .bell
                 .wait_while(guard, |()| {
                     self.generation.load(Ordering::SeqCst) == seen
+                        && self.nudges.load(Ordering::SeqCst) == nudged
                         && !self.stop.load(Ordering::SeqCst)
                 })
                 .unwrap_or_else(PoisonError::into_inner);
             self.sleeping.fetch_sub(1, Ordering::SeqCst);
+            nudged = self.nudges.load(Ordering::Acquire);
             idle_since = Instant::now();
+        }
+    }
+
+    /// Wake the helpers that sleep.
+    fn rouse(&self) {
+        if self.sleeping.load(Ordering::SeqCst) > 0 {
+            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.bell.notify_all();
         }
     }
 
@@ -158,7 +183,7 @@ impl Work {
     fn new(len: usize, seats: usize, call: *const (dyn Fn(usize) + Sync)) -> Work {
         Work {
             cursors: (0..seats)
-                .map(|s| AtomicUsize::new(s * len / seats))
+                .map(|s| Cursor(AtomicUsize::new(s * len / seats)))
                 .collect(),
             len,
             call,
@@ -172,7 +197,7 @@ impl Work {
         for s in (seat..seats).chain(0..seat) {
             let end = (s + 1) * self.len / seats;
             loop {
-                let i = self.cursors[s].fetch_add(1, Ordering::Relaxed);
+                let i = self.cursors[s].0.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
                     break;
                 }
@@ -205,7 +230,7 @@ fn helpers() -> Option<Arc<Shared>> {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner),
             );
-            old.shared.wake.notify_all();
+            old.shared.bell.notify_all();
             for handle in old.handles {
                 let _ = handle.join();
             }
@@ -222,9 +247,10 @@ fn helpers() -> Option<Arc<Shared>> {
         work: AtomicPtr::new(std::ptr::null_mut()),
         generation: AtomicU64::new(0),
         inside: AtomicUsize::new(0),
+        nudges: AtomicU64::new(0),
         sleeping: AtomicUsize::new(0),
         lock: Mutex::new(()),
-        wake: Condvar::new(),
+        bell: Condvar::new(),
         stop: AtomicBool::new(false),
     });
     let handles = (1..threads)
@@ -243,6 +269,18 @@ fn helpers() -> Option<Arc<Shared>> {
         handles,
     });
     Some(shared)
+}
+
+/// Have the helpers ready for a `for_each` that comes soon: a sleeping helper
+/// is woken now and a spinning one spins afresh. A caller that prepares a job
+/// for longer than [`SPIN`] (a step of thousands of leaves) calls this first,
+/// so that the helpers' wake-up (tens of microseconds on a virtual machine)
+/// overlaps the preparation instead of following it.
+pub fn wake() {
+    if let Some(shared) = helpers() {
+        shared.nudges.fetch_add(1, Ordering::SeqCst);
+        shared.rouse();
+    }
 }
 
 /// Call `f` on every item, in parallel: the calling thread and the helpers
@@ -281,10 +319,7 @@ pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
         .work
         .store(std::ptr::addr_of!(work).cast_mut(), Ordering::SeqCst);
     shared.generation.fetch_add(1, Ordering::SeqCst);
-    if shared.sleeping.load(Ordering::SeqCst) > 0 {
-        drop(shared.lock.lock().unwrap_or_else(PoisonError::into_inner));
-        shared.wake.notify_all();
-    }
+    shared.rouse();
     work.drain(0);
     shared.work.store(std::ptr::null_mut(), Ordering::SeqCst);
     while shared.inside.load(Ordering::SeqCst) > 0 {
@@ -349,6 +384,37 @@ mod tests {
         Work::new(10, 3, call).drain(1);
         let order = ORDER.lock().unwrap().clone();
         assert_eq!(order, [3, 4, 5, 6, 7, 8, 9, 0, 1, 2]);
+    }
+
+    /// Whether a job of slow items, run after `before`, is served by the
+    /// helper too. Other tests share the pool, and a job that finds it busy
+    /// runs on its caller's thread alone: it tries a few times.
+    fn helper_serves_after(before: impl Fn()) -> bool {
+        set_num_threads(2).unwrap();
+        (0..20).any(|_| {
+            before();
+            let mut ran_on = vec![None; 8];
+            for_each(&mut ran_on, |t| {
+                std::thread::sleep(Duration::from_millis(2));
+                *t = Some(std::thread::current().id());
+            });
+            ran_on.iter().any(|t| *t != ran_on[0])
+        })
+    }
+
+    /// A `wake` with no job after it leaves the helper to sleep again, and a
+    /// job then still wakes it; a `wake` just before a job readies it. No
+    /// wake-up is lost either way.
+    #[test]
+    fn the_helper_serves_jobs_after_wakes() {
+        assert!(helper_serves_after(|| {
+            wake();
+            std::thread::sleep(SPIN * 5);
+        }));
+        assert!(helper_serves_after(|| {
+            std::thread::sleep(SPIN * 5);
+            wake();
+        }));
     }
 
     #[test]

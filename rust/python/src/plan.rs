@@ -171,6 +171,8 @@ pub struct Plan {
     moved: Vec<bool>,
     /// The memory the kernel writes (parameters and states), sorted, disjoint.
     written: Vec<Span>,
+    /// Bytes of the parameters of leaves not frozen.
+    bytes: usize,
     valid: bool,
 }
 
@@ -552,6 +554,7 @@ impl Plan {
             scalars: Vec::new(),
             moved: Vec::new(),
             written: Vec::new(),
+            bytes: 0,
             valid: true,
         };
         for (parent, key, index, kind, ty, keys, len, leaf) in nodes {
@@ -585,6 +588,9 @@ impl Plan {
             let Some(leaf_plan) = plan.leaf(leaf, &x, &states, program, &per_leaf, frozen)? else {
                 return Ok(None);
             };
+            if !leaf_plan.frozen {
+                plan.bytes += leaf_plan.len * leaf_plan.dtype.size();
+            }
             plan.leaves.push(leaf_plan);
             plan.moved.push(false);
         }
@@ -612,6 +618,8 @@ impl Plan {
         if !self.valid || !same(&self.state, state) || !same(&self.model, model) {
             return Ok(None);
         }
+        // The walk of thousands of leaves outlasts the helpers' spin.
+        kernels::exec::expect_step(self.bytes);
         match self.walk(state, model, grad) {
             Ok(found) => {
                 let ran = self.run(py, &found);
