@@ -1,9 +1,9 @@
 //! The threads the kernels run on: [`for_each`] runs tasks on the calling
 //! thread and `num_threads() - 1` helper threads, which after a job (or a
-//! [`wake`]) spin for [`SPIN`] before they sleep. An optimiser step comes back within microseconds
-//! in a training loop, and waking a sleeping thread (and then the caller, as a
-//! pool that the caller only waits on must) costs tens of microseconds on a
-//! virtual machine, more than a whole step in cache.
+//! [`wake`]) spin for [`SPIN`] before they sleep. An optimiser step comes back
+//! within microseconds in a training loop, and waking a sleeping thread (and
+//! then the caller, as a pool that the caller only waits on must) costs tens
+//! of microseconds on a virtual machine, more than a whole step in cache.
 //!
 //! The helpers are rebuilt when the thread count changes, and in a `fork()`ed
 //! child (Python's multiprocessing), which would otherwise wait forever on
