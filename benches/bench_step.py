@@ -379,17 +379,12 @@ def copy_bandwidth(threads: int, stream: bool = True, n: int = 2**26) -> float:
     return 2 * src.nbytes / t
 
 
-def roofline_arrays(size: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    """x, g, m, v for the roofline kernel, with m and v made by `setup`, so
-    that they lie in memory as the rules' state arrays do."""
+def roofline_step(size: int, dtype: np.dtype) -> Callable[[], None]:
+    """The roofline kernel on x, g, m, v of `size` elements, with m and v made
+    by `setup`, so that they lie in memory as the rules' state arrays do."""
     rng = np.random.default_rng(1)
     x, g = (rng.standard_normal(size, dtype=dtype) for _ in range(2))
     m, v, _ = o.setup(o.Adam(), x).state
-    return x, g, m, v
-
-
-def roofline_step(size: int, dtype: np.dtype) -> Callable[[], None]:
-    x, g, m, v = roofline_arrays(size, dtype)
     return lambda: _core._roofline(x, g, m, v)
 
 

@@ -177,18 +177,7 @@ impl<T: Float> Plans<T> {
             leaves: spare::take::<Plan, _>(leaves),
         }
     }
-}
 
-impl<T: Float> Drop for Plans<T> {
-    fn drop(&mut self) {
-        spare::give::<BoundOp<T>, _>(std::mem::take(&mut self.ops));
-        spare::give::<usize, _>(std::mem::take(&mut self.ends));
-        spare::give::<ClipNorm, _>(std::mem::take(&mut self.norms));
-        spare::give::<Plan, _>(std::mem::take(&mut self.leaves));
-    }
-}
-
-impl<T: Float> Plans<T> {
     pub fn get(&self, leaf: usize) -> &Plan {
         &self.leaves[leaf]
     }
@@ -212,5 +201,14 @@ impl<T: Float> Plans<T> {
     /// The norm after segment `k` of leaf `leaf`'s step, if there is one.
     pub fn norm(&self, leaf: usize, k: usize) -> Option<&ClipNorm> {
         self.norms[self.leaves[leaf].norms.clone()].get(k)
+    }
+}
+
+impl<T: Float> Drop for Plans<T> {
+    fn drop(&mut self) {
+        spare::give::<BoundOp<T>, _>(std::mem::take(&mut self.ops));
+        spare::give::<usize, _>(std::mem::take(&mut self.ends));
+        spare::give::<ClipNorm, _>(std::mem::take(&mut self.norms));
+        spare::give::<Plan, _>(std::mem::take(&mut self.leaves));
     }
 }
