@@ -191,6 +191,57 @@ def test_gradients_the_kernel_cannot_read_as_they_are(monkeypatch):
     run_both(scenario, monkeypatch)
 
 
+def test_gradients_sharing_written_memory_are_declined(monkeypatch):
+    """A gradient that shares memory with a parameter or state array, at any
+    offset, is declined by the plan, also right after steps whose gradients
+    were clear of them (the walk starts its overlap search where each leaf's
+    gradient fell the step before), and taken again once it is clear."""
+    outcomes = []
+    real_step = _plan._step
+
+    def spy(*args):
+        outcomes.append(real_step(*args))
+        return outcomes[-1]
+
+    monkeypatch.setattr(_plan, "_step", spy)
+    n = 16
+    rng = np.random.default_rng(9)
+    model = {"a": rng.standard_normal(2 * n).astype(np.float32), "b": np.ones(n, np.float32)}
+    state = opt.setup(opt.Adam(), model)
+    clean = lambda: {
+        "a": rng.standard_normal(2 * n).astype(np.float32),
+        "b": rng.standard_normal(n).astype(np.float32),
+    }  # noqa: E731
+
+    def moment(key):
+        return state[key].state[0]
+
+    sharing = [
+        lambda: model["a"][:n],
+        lambda: model["a"][n:],
+        lambda: model["a"][3 : 3 + n],
+        lambda: model["b"],
+        lambda: moment("a")[5 : 5 + n],
+        lambda: moment("b"),
+        lambda: state["b"].state[1],
+        lambda: state["a"].state[1][n:],
+    ]
+    for make in sharing:
+        for _ in range(2):  # the first clear step moves the hint, the second confirms it
+            opt.update_(state, model, clean())
+            assert outcomes[-1] is True
+        g = clean()
+        g["b"] = make()
+        before = copy.deepcopy((state, model))
+        expected_state, expected_model = copy.deepcopy(before)
+        with monkeypatch.context() as m:
+            m.setattr(_plan, "enabled", False)
+            opt.update_(expected_state, expected_model, copy.deepcopy(g))
+        opt.update_(state, model, g)
+        assert outcomes[-1] is False  # declined: the general path took the step
+        assert_identical((state, model), (expected_state, expected_model))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", [opt.Adam(), Chain(opt.ClipNorm(1.0), opt.Momentum())])
 def test_unaligned_parameters_and_gradients(monkeypatch, rule, dtype):
