@@ -8,6 +8,10 @@
 //! the stage is small); a task walks its range in blocks (`CHUNK` elements, or
 //! `SHORT_CHUNK` when the stage streams from L3 or memory) that stay in L1
 //! while every rule of the segment runs over them.
+//!
+//! Most steps have no norm: one stage, nothing kept between stages, and when no
+//! leaf is larger than a task every job is one task that lends its own arrays
+//! (`only_pass`): a step of thousands of small leaves builds one list, not five.
 
 use std::mem::MaybeUninit;
 
@@ -145,6 +149,13 @@ pub fn step_mixed(
 /// (the only one writing parameters) comes after every norm.
 fn run_batches(batches: &mut [&mut dyn Stages]) -> Result<(), KernelError> {
     let stages = batches.iter().map(|b| b.stages()).max().unwrap_or(0);
+    if stages == 1 {
+        // No norm anywhere: one pass, with nothing kept between stages.
+        for b in batches.iter_mut() {
+            b.only_pass();
+        }
+        return Ok(());
+    }
     for stage in 0..stages {
         for b in batches.iter_mut() {
             b.pass(stage, stages);
@@ -158,6 +169,8 @@ fn run_batches(batches: &mut [&mut dyn Stages]) -> Result<(), KernelError> {
 
 trait Stages {
     fn stages(&self) -> usize;
+    /// The pass of a step of one stage: every job's whole program, no norm.
+    fn only_pass(&mut self);
     fn pass(&mut self, stage: usize, stages: usize);
     fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError>;
 }
@@ -180,12 +193,10 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
         for job in jobs.iter() {
             job.program.bind_into(job.per_leaf, &mut plans);
         }
-        let mut flows = spare::take::<Flow<T>, _>(jobs.len());
-        flows.extend(jobs.iter().map(|_| Flow::default()));
         Ok(Self {
             jobs,
             plans,
-            flows,
+            flows: Vec::new(),
             first,
         })
     }
@@ -205,7 +216,44 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
             .unwrap_or(0)
     }
 
+    fn only_pass(&mut self) {
+        let total = self.jobs.iter().map(|job| job.x.len()).sum();
+        let (parallel, task) = task_len::<T>(total);
+        if self.jobs.iter().any(|job| job.x.len() > task) {
+            // A leaf to cut into tasks: the general pass does that.
+            self.pass(0, 1);
+            return;
+        }
+        let (prefetch, block) = memory_walk::<T>(total);
+        let mut tasks = spare::take::<Task<'static, 'static, T>, Task<'_, '_, T>>(self.jobs.len());
+        for (j, job) in self.jobs.iter_mut().enumerate() {
+            if job.x.is_empty() {
+                continue;
+            }
+            let output = last_output(self.plans.get(j).updates_x, job);
+            tasks.push(Task {
+                ops: self.plans.segment(j, 0),
+                x: &mut *job.x,
+                grad: job.grad,
+                tmp: &mut [],
+                update: job.update.as_deref_mut().unwrap_or_default(),
+                states: &mut job.states[..],
+                input: Input::Grad,
+                scale: None,
+                output,
+                prefetch,
+                block,
+            });
+        }
+        run_tasks(&mut tasks, parallel);
+        spare::give::<Task<'static, 'static, T>, _>(tasks);
+    }
+
     fn pass(&mut self, stage: usize, stages: usize) {
+        if self.flows.is_empty() {
+            self.flows = spare::take::<Flow<T>, _>(self.jobs.len());
+            self.flows.extend(self.jobs.iter().map(|_| Flow::default()));
+        }
         let mut passes = spare::take::<Option<Pass<'static, T>>, _>(self.jobs.len());
         for (j, (flow, job)) in self.flows.iter_mut().zip(self.jobs.iter()).enumerate() {
             passes.push(flow.pass(&self.plans, j, stage, stages, job));
@@ -326,13 +374,7 @@ impl<T: Float> Flow<T> {
         let ops = plans.segment(j, k);
         let (input, scale) = (self.input, self.scale.take());
         let output = if k + 1 == segments {
-            if !plans.get(j).updates_x {
-                Output::Drop
-            } else if job.update.is_some() {
-                Output::Update
-            } else {
-                Output::X
-            }
+            last_output(plans.get(j).updates_x, job)
         } else if ops.is_empty() && scale.is_none() {
             return None; // nothing to compute: the norm reads the input as it is
         } else {
@@ -351,14 +393,28 @@ impl<T: Float> Flow<T> {
     }
 }
 
+/// Where a job's last segment puts the update: nowhere when an `AccumGrad`
+/// holds it back (`updates_x` false), else the caller's buffer or `x`.
+fn last_output<T>(updates_x: bool, job: &Job<'_, T>) -> Output {
+    if !updates_x {
+        Output::Drop
+    } else if job.update.is_some() {
+        Output::Update
+    } else {
+        Output::X
+    }
+}
+
+/// One range of one job. Its arrays are borrowed for `'s`; the state slices
+/// for `'t`, which may be longer (a job that is one task lends its own).
 pub(crate) struct Task<'s, 't, T> {
-    ops: &'t [BoundOp<T>],
-    x: &'t mut [T],
-    grad: &'t [T],
+    ops: &'s [BoundOp<T>],
+    x: &'s mut [T],
+    grad: &'s [T],
     /// The job's materialised update for this range (empty when unused).
-    tmp: &'t mut [T],
+    tmp: &'s mut [T],
     /// The caller's buffer for the update (empty unless `Output::Update`).
-    update: &'t mut [T],
+    update: &'s mut [T],
     states: &'s mut [&'t mut [T]],
     input: Input,
     scale: Option<T>,
