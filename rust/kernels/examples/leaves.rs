@@ -27,7 +27,7 @@ fn run(d: &mut Data, program: &Program, per_leaf: &[f64]) -> f64 {
             .map(|((x, g), (m, v))| Job {
                 x,
                 grad: g,
-                states: vec![m, v],
+                states: [m, v].into(),
                 program,
                 per_leaf,
                 update: None,

@@ -53,12 +53,92 @@ const PASS_PARALLEL_MIN_BYTES: usize = 192 << 10;
 pub struct Job<'a, T> {
     pub x: &'a mut [T],
     pub grad: &'a [T],
-    pub states: Vec<&'a mut [T]>,
+    pub states: States<'a, T>,
     pub program: &'a Program,
     pub per_leaf: &'a [f64],
     /// When given, the update is written here and `x` is left as it is
     /// (a rule's `apply`, as a chain with a Python rule needs).
     pub update: Option<&'a mut [T]>,
+}
+
+/// State arrays kept inline, with no allocation: every rule alone keeps at most
+/// three, and a step of thousands of leaves built a `Vec` for each (a tenth of
+/// a step of 4,000 one-element leaves went to `malloc` and `free`).
+const INLINE_STATES: usize = 4;
+
+/// A job's state arrays, read and written as a slice. Made by `collect()`,
+/// or from an array or a `Vec`; up to [`INLINE_STATES`] of them are kept
+/// inline, more on the heap.
+pub struct States<'a, T>(Held<'a, T>);
+
+enum Held<'a, T> {
+    Inline([&'a mut [T]; INLINE_STATES], usize),
+    Heap(Vec<&'a mut [T]>),
+}
+
+impl<'a, T> States<'a, T> {
+    /// The same arrays, each converted by `f`.
+    pub fn map<U>(self, f: impl FnMut(&'a mut [T]) -> &'a mut [U]) -> States<'a, U> {
+        States(match self.0 {
+            // Unused slots are empty slices, and stay empty ones.
+            Held::Inline(arrays, len) => Held::Inline(arrays.map(f), len),
+            Held::Heap(arrays) => Held::Heap(arrays.into_iter().map(f).collect()),
+        })
+    }
+}
+
+impl<'a, T> std::ops::Deref for States<'a, T> {
+    type Target = [&'a mut [T]];
+
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Held::Inline(arrays, len) => &arrays[..*len],
+            Held::Heap(arrays) => arrays,
+        }
+    }
+}
+
+impl<T> std::ops::DerefMut for States<'_, T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match &mut self.0 {
+            Held::Inline(arrays, len) => &mut arrays[..*len],
+            Held::Heap(arrays) => arrays,
+        }
+    }
+}
+
+impl<'a, T> FromIterator<&'a mut [T]> for States<'a, T> {
+    fn from_iter<I: IntoIterator<Item = &'a mut [T]>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        let mut arrays: [&'a mut [T]; INLINE_STATES] = Default::default();
+        for (len, slot) in arrays.iter_mut().enumerate() {
+            match iter.next() {
+                Some(array) => *slot = array,
+                None => return Self(Held::Inline(arrays, len)),
+            }
+        }
+        match iter.next() {
+            None => Self(Held::Inline(arrays, INLINE_STATES)),
+            Some(more) => {
+                let mut all: Vec<&'a mut [T]> = arrays.into_iter().collect();
+                all.push(more);
+                all.extend(iter);
+                Self(Held::Heap(all))
+            }
+        }
+    }
+}
+
+impl<'a, T, const N: usize> From<[&'a mut [T]; N]> for States<'a, T> {
+    fn from(arrays: [&'a mut [T]; N]) -> Self {
+        arrays.into_iter().collect()
+    }
+}
+
+impl<'a, T> From<Vec<&'a mut [T]>> for States<'a, T> {
+    fn from(arrays: Vec<&'a mut [T]>) -> Self {
+        arrays.into_iter().collect()
+    }
 }
 
 impl<'a> Job<'a, f32> {
@@ -68,11 +148,7 @@ impl<'a> Job<'a, f32> {
         Job {
             x: crate::float::as_half_mut(self.x),
             grad: crate::float::as_half(self.grad),
-            states: self
-                .states
-                .into_iter()
-                .map(crate::float::as_half_mut)
-                .collect(),
+            states: self.states.map(crate::float::as_half_mut),
             program: self.program,
             per_leaf: self.per_leaf,
             update: self.update.map(crate::float::as_half_mut),
@@ -705,5 +781,32 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
             Output::Drop => {}
         }
         start = range.end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_keep_their_order_inline_and_on_the_heap() {
+        for n in 0..=INLINE_STATES + 3 {
+            let mut arrays: Vec<Vec<f32>> = (0..n).map(|k| vec![k as f32; k + 1]).collect();
+            let mut states: States<f32> = arrays.iter_mut().map(Vec::as_mut_slice).collect();
+            assert_eq!(states.len(), n);
+            assert_eq!(matches!(states.0, Held::Heap(_)), n > INLINE_STATES);
+            for (k, s) in states.iter_mut().enumerate() {
+                assert_eq!(s.len(), k + 1);
+                s[0] += 10.0;
+            }
+            let halves = states.map(crate::float::as_half_mut);
+            assert_eq!(halves.len(), n);
+            assert!(halves.iter().enumerate().all(|(k, s)| s.len() == k + 1));
+            drop(halves);
+            assert!(arrays
+                .iter()
+                .enumerate()
+                .all(|(k, a)| a[0] == k as f32 + 10.0));
+        }
     }
 }

@@ -18,7 +18,7 @@ pub mod spare;
 pub mod threads;
 
 pub use error::KernelError;
-pub use exec::{step, Job};
+pub use exec::{step, Job, States};
 pub use float::{Float, Half};
 pub use norm::ClipNorm;
 pub use program::{Program, Step};

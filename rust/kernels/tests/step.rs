@@ -319,7 +319,7 @@ fn failing_norm_writes_no_parameter() {
         Job {
             x: &mut a,
             grad: &[1.0; 4],
-            states: vec![],
+            states: [].into(),
             program: &plain,
             per_leaf: &[],
             update: None,
@@ -327,7 +327,7 @@ fn failing_norm_writes_no_parameter() {
         Job {
             x: &mut b,
             grad: &[1.0, f64::NAN, 0.0, 0.0],
-            states: vec![],
+            states: [].into(),
             program: &clipped,
             per_leaf: &[],
             update: None,
@@ -349,7 +349,7 @@ fn update_buffer_leaves_the_parameter() {
     let mut jobs = [Job {
         x: &mut x,
         grad: &[1.0, 1.0],
-        states: vec![],
+        states: [].into(),
         program: &program,
         per_leaf: &[],
         update: Some(&mut out),
@@ -363,12 +363,12 @@ fn update_buffer_leaves_the_parameter() {
 fn mismatched_jobs_are_refused() {
     let (program, per_leaf) = program(Kind::Adam);
     let mut x = vec![0.0; 3];
-    let mut short = vec![0.0; 2];
-    let mut other = vec![0.0; 3];
+    let mut short = [0.0; 2];
+    let mut other = [0.0; 3];
     let mut jobs = [Job {
         x: &mut x,
         grad: &[0.0; 3],
-        states: vec![&mut short, &mut other],
+        states: [&mut short[..], &mut other[..]].into(),
         program: &program,
         per_leaf: &per_leaf,
         update: None,
