@@ -208,10 +208,12 @@ def test_gradients_sharing_written_memory_are_declined(monkeypatch):
     rng = np.random.default_rng(9)
     model = {"a": rng.standard_normal(2 * n).astype(np.float32), "b": np.ones(n, np.float32)}
     state = opt.setup(opt.Adam(), model)
-    clean = lambda: {
-        "a": rng.standard_normal(2 * n).astype(np.float32),
-        "b": rng.standard_normal(n).astype(np.float32),
-    }  # noqa: E731
+
+    def clean():
+        return {
+            "a": rng.standard_normal(2 * n).astype(np.float32),
+            "b": rng.standard_normal(n).astype(np.float32),
+        }
 
     def moment(key):
         return state[key].state[0]

@@ -1,9 +1,10 @@
-"""Where `setup` puts the state arrays of large leaves.
+"""Where `setup` puts the state arrays.
 
 Large state arrays start 1, 2 or 3 KiB into a page, in turn, so that a
 leaf's state arrays do not share an offset in their pages with each other or
-with a parameter NumPy allocated (see `rules._staggered`). The values, shapes,
-dtypes and flags are those of plain arrays.
+with a parameter NumPy allocated (see `rules._staggered`). Small ones are
+packed into blocks shared by the whole `setup` (see `rules._Packed`). The
+values, shapes, dtypes and flags are those of plain arrays.
 """
 
 import pickle
@@ -42,11 +43,60 @@ def test_zeros_and_filled_states_hold_their_values():
     np.testing.assert_array_equal(eta, np.full_like(x, 0.25))
 
 
-def test_small_states_are_plain_arrays():
+def test_small_states_of_one_setup_are_packed():
+    """The small state arrays of one ``setup`` share a few blocks: each on a
+    cache line of its own, with the values and flags of a plain array."""
+    shapes = [(1000,), (3,), (7, 5), (1,), (250,), (1000,), ()]
+    model = [np.ones(s, np.float32) for s in shapes] + [np.ones(s, np.float64) for s in shapes]
+    state = O.setup(O.AMSGrad(), model)
+    arrays = [a for leaf in state for a in leaf.state[:3]]
+    eps = O.AMSGrad().epsilon
+    for x, leaf in zip(model, state):
+        for a in leaf.state[:3]:
+            assert a.shape == x.shape and a.dtype == x.dtype
+            assert a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
+            assert a.ctypes.data % 64 == 0
+            np.testing.assert_array_equal(a, np.full(x.shape, eps, x.dtype))
+    for i, a in enumerate(arrays):
+        for b in arrays[i + 1 :]:
+            assert not np.shares_memory(a, b)
+    blocks = {id(a.base) for a in arrays}
+    assert all(a.base is not None for a in arrays) and len(blocks) == 1
+    zeros = O.setup(O.Adam(), model[:3])
+    assert all(not m.any() and not v.any() for m, v, _ in (leaf.state for leaf in zeros))
+
+
+def test_states_made_outside_setup_are_plain_arrays():
     x = np.ones(1000, np.float32)
-    m, v, _ = O.setup(O.Adam(), x).state
+    m, v, _ = O.Adam().init(x)
     assert m.base is None and v.base is None
     np.testing.assert_array_equal(m, 0)
+    with pytest.raises(TypeError):
+        O.setup(O.Adam(), [x, np.ones(3, np.complex64)])  # packing ends with the failed setup
+    assert O.Adam().init(x)[0].base is None
+
+
+def test_packed_states_train_like_plain_ones():
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(n).astype(np.float32) for n in (1000, 3, 250, 1)]
+    packed = O.setup(O.Adam(), xs)
+    plain = O.setup(O.Adam(), xs)
+    for leaf in plain:
+        leaf.state = tuple(np.array(s) if isinstance(s, np.ndarray) else s for s in leaf.state)
+    assert plain[0].state[0].base is None and packed[0].state[0].base is not None
+    x1, x2 = [x.copy() for x in xs], [x.copy() for x in xs]
+    for _ in range(3):
+        g = [rng.standard_normal(x.shape).astype(np.float32) for x in xs]
+        O.update_(packed, x1, g)
+        O.update_(plain, x2, g)
+    for a, b in zip(
+        x1 + [s for leaf in packed for s in leaf.state[:2]],
+        x2 + [s for leaf in plain for s in leaf.state[:2]],
+    ):
+        assert a.tobytes() == b.tobytes()
+    again = pickle.loads(pickle.dumps(packed))
+    for a, b in zip(again, packed):
+        np.testing.assert_array_equal(a.state[0], b.state[0])
 
 
 def test_staggered_states_train_and_pickle_like_plain_ones():

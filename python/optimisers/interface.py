@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _kernel, _plan, tree
+from . import rules as _rules
 from . import views as _views
 from .keypath import KeyPath
 from .rules import AbstractRule, MixedPrecision
@@ -157,10 +158,11 @@ def setup(rule: AbstractRule, model: Any) -> Any:
         raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
-    for owner_id, tied in ties.views.items():  # a NumPy view shares its parameter's Leaf
-        leaf = _setup(rule, ties.owners[owner_id], cache, ties.paths[owner_id])
-        cache.update((id(view), leaf) for view, _ in tied)
-    state = _setup(rule, model, cache, KeyPath())
+    with _rules._packed_states():
+        for owner_id, tied in ties.views.items():  # a NumPy view shares its parameter's Leaf
+            leaf = _setup(rule, ties.owners[owner_id], cache, ties.paths[owner_id])
+            cache.update((id(view), leaf) for view, _ in tied)
+        state = _setup(rule, model, cache, KeyPath())
     if not cache:
         warnings.warn(
             "setup found no trainable parameters in this model", UserWarning, stacklevel=2

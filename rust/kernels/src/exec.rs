@@ -312,7 +312,10 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                 x: &mut *job.x,
                 grad: job.grad,
                 tmp: &mut [],
-                update: job.update.as_deref_mut().unwrap_or_default(),
+                update: match output {
+                    Output::Update => job.update.as_deref_mut().unwrap_or_default(),
+                    _ => &mut [],
+                },
                 states: &mut job.states[..],
                 input: Input::Grad,
                 scale: None,
