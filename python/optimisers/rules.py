@@ -303,16 +303,18 @@ def _packed_states() -> Any:
         _packing.reset(token)
 
 
-def _staggered(x: np.ndarray, make: Callable[..., np.ndarray]) -> np.ndarray:
-    """``make(x.shape, dtype=x.dtype)`` (``np.zeros`` or ``np.empty``), placed
-    at the next offset of ``_stagger`` in a page when it is large, or packed
-    with the others of its ``setup`` when it is small."""
+def _state_array(x: np.ndarray, zeroed: bool) -> np.ndarray:
+    """An array like ``x``, of zeros or uninitialised: packed with the others of
+    its ``setup`` when it is small, placed at the next offset of ``_stagger`` in
+    a page when it is large (zeroed by NumPy's ``calloc``, page by page as it is
+    first touched)."""
+    make = np.zeros if zeroed else np.empty
     if x.nbytes < _STAGGER_MIN_BYTES:
         packed = _packing.get()
         if packed is None or x.nbytes == 0:
             return make(x.shape, dtype=x.dtype)
         out = packed.take(x)
-        if make is np.zeros:
+        if zeroed:
             out.fill(0)
         return out
     offset = next(_stagger)
@@ -322,11 +324,11 @@ def _staggered(x: np.ndarray, make: Callable[..., np.ndarray]) -> np.ndarray:
 
 
 def _zeros(x: np.ndarray) -> np.ndarray:
-    return _staggered(x, np.zeros)
+    return _state_array(x, zeroed=True)
 
 
 def _full(x: np.ndarray, value: float) -> np.ndarray:
-    out = _staggered(x, np.empty)
+    out = _state_array(x, zeroed=False)
     out.fill(value)
     return out
 

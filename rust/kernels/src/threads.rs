@@ -59,13 +59,13 @@ pub fn set_num_threads(n: usize) -> Result<(), KernelError> {
 pub const SPIN: Duration = Duration::from_micros(100);
 
 /// One `for_each` call, on the caller's stack; helpers reach it only between
-/// `Shared::inside` going up and down (see `Shared::join`). Items are dealt into one contiguous range per seat
-/// (the caller is seat 0, helper `k` seat `k`): each thread takes the items of
-/// its own range first, then helps with the others'. So a thread that is on
-/// time works on the same items at every step of a loop, and finds their data
-/// still in its own core's cache (moving a 7,000-element MLP's arrays between
-/// cores cost more than stepping it); a late thread's items are taken by the
-/// others.
+/// `Shared::inside` going up and down (see `Shared::join`). Items are dealt
+/// into one contiguous range per seat (the caller is seat 0, helper `k` seat
+/// `k`): each thread takes the items of its own range first, then helps with
+/// the others'. So a thread that is on time works on the same items at every
+/// step of a loop, and finds their data still in its own core's cache (moving
+/// a 7,000-element MLP's arrays between cores cost more than stepping it); a
+/// late thread's items are taken by the others.
 struct Work {
     /// The next unclaimed item of each seat's range.
     cursors: Box<[Cursor]>,
