@@ -27,6 +27,10 @@ in turn are steady), with, from the same run:
   (``jax.jit``, buffers donated) and in ``torch.optim`` (``foreach`` and
   ``fused``) where those are installed and have the rule, with their time over ours.
 
+Each workload and dtype runs in a fresh Python process, ours first for every
+rule and then the others, so that our model's arrays lie in memory as a
+training script's would (see `bench_workload`).
+
 Flat and resnet50 Adam float32 are also timed in alternation with torch's
 fused Adam, for the targets against it, and on the ``cache`` workload each
 rule is timed in alternation on one thread and on ``--threads``, for the
@@ -40,8 +44,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import gc
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -686,6 +692,13 @@ def bench_workload(
     args: argparse.Namespace,
     others: dict[str, bool],
 ) -> list[Row]:
+    """Every rule on one workload and dtype: ours first, for every rule, then
+    the others. A model of many small leaves is only as fast as the memory
+    its arrays land in: copies made after NumPy, optax and torch have
+    allocated and freed much land strewn over gigabytes of a churned heap,
+    and each step then pays page walks (1,000 x 1,000 Adam float32 stepped
+    2-3x slower). Timing ours first keeps our copies where a training
+    script's model would be, made early."""
     names, xs, gs = make_data(workload, dtype)
     elements = sum(x.size for x in xs)
     ours_reps, other_reps = REPEATS[workload]
@@ -702,54 +715,106 @@ def bench_workload(
         # its "× roof" is a ratio from the same moments of this noisy machine.
         ours, roof = alternated([ours_step(rule, names, xs, gs), roof_step], rounds, batch=batch)
         row = Row(workload, dtype.name, name, elements, nbytes, ours, roof)
-        if (
-            workload in ("flat", "resnet50")
-            and name == "Adam"
-            and dtype == np.float32
-            and others.get("torch")
-        ):
-            fused = torch_runner(name, xs, gs, "fused")
-            if fused is not None:
-                ours_time, torch_time = alternated(
-                    [ours_step(rule, names, xs, gs), fused], rounds, pause=PAUSE, batch=batch
-                )
-                row.paired_torch = (ours_time, torch_time)
-            del fused
         if workload == "cache" and args.threads > 1:
             threads = (args.threads, 1)
             timed = alternated(
                 [ours_step(rule, names, xs, gs), ours_step(rule, names, xs, gs)],
                 rounds,
                 batch=batch,
-                before=[lambda n=n: o.set_num_threads(n) for n in threads],
+                before=[functools.partial(o.set_num_threads, n) for n in threads],
             )
             o.set_num_threads(args.threads)
             row.scaling = (timed[0], timed[1])
-        if args.others != "none":
-            row.others["NumPy"] = measure(numpy_runner(rule, xs, gs), other_reps, warmup=1)
-        frameworks = args.others == "all" or (
-            args.others == "headline"
-            and (workload in CHEAP_TO_COMPILE or name in ("Adam", CHAIN_ELEMENTWISE, CHAIN_NORM))
-        )
-        if frameworks and others.get("optax"):
-            run = optax_runner(name, xs, gs)
-            row.others["optax"] = None if run is None else measure(run, other_reps, warmup=2)
-            del run
-        for mode in ("foreach", "fused"):
-            if frameworks and others.get("torch"):
-                run = torch_runner(name, xs, gs, mode)
-                row.others[f"torch {mode}"] = None if run is None else measure(run, other_reps)
-                del run
         gc.collect()
         rows.append(row)
-        vs = "  ".join(f"{k} {fmt_time(v)}" for k, v in row.others.items() if v is not None)
         print(
             f"  {workload:8s} {dtype.name:7s} {name:34s} {fmt_time(ours):>10s}  "
-            f"{row.gbps():6.1f} GB/s  ×roof {row.roof_ratio():5.2f}  {vs}",
+            f"{row.gbps():6.1f} GB/s  ×roof {row.roof_ratio():5.2f}",
             file=sys.stderr,
             flush=True,
         )
+    for row in rows:
+        time_others(row, xs, gs, names, rounds, batch, other_reps, args, others)
     return rows
+
+
+def time_others(
+    row: Row,
+    xs: list[np.ndarray],
+    gs: Grads,
+    names: list[str],
+    rounds: int,
+    batch: int,
+    repeats: int,
+    args: argparse.Namespace,
+    others: dict[str, bool],
+) -> None:
+    """Fill `row.others` (and `row.paired_torch`) from NumPy, optax and torch."""
+    name, workload = row.rule, row.workload
+    rule = RULES[name][0]
+    if (
+        workload in ("flat", "resnet50")
+        and name == "Adam"
+        and row.dtype == "float32"
+        and others.get("torch")
+    ):
+        fused = torch_runner(name, xs, gs, "fused")
+        if fused is not None:
+            ours_time, torch_time = alternated(
+                [ours_step(rule, names, xs, gs), fused], rounds, pause=PAUSE, batch=batch
+            )
+            row.paired_torch = (ours_time, torch_time)
+        del fused
+    if args.others != "none":
+        row.others["NumPy"] = measure(numpy_runner(rule, xs, gs), repeats, warmup=1)
+    frameworks = args.others == "all" or (
+        args.others == "headline"
+        and (workload in CHEAP_TO_COMPILE or name in ("Adam", CHAIN_ELEMENTWISE, CHAIN_NORM))
+    )
+    if frameworks and others.get("optax"):
+        run = optax_runner(name, xs, gs)
+        row.others["optax"] = None if run is None else measure(run, repeats, warmup=2)
+        del run
+    for mode in ("foreach", "fused"):
+        if frameworks and others.get("torch"):
+            run = torch_runner(name, xs, gs, mode)
+            row.others[f"torch {mode}"] = None if run is None else measure(run, repeats)
+            del run
+    gc.collect()
+    if row.others:
+        vs = "  ".join(f"{k} {fmt_time(v)}" for k, v in row.others.items() if v is not None)
+        print(f"  {workload:8s} {row.dtype:7s} {name:34s} {vs}", file=sys.stderr, flush=True)
+
+
+def start_worker(budget: float, threads: int, others: dict[str, bool]) -> None:
+    """What `main` sets up, again in a fresh process (see `in_fresh_process`)."""
+    global BUDGET
+    BUDGET = budget
+    if others.get("optax"):
+        import jax
+
+        # For float64 arrays; float32 arrays stay float32.
+        jax.config.update("jax_enable_x64", True)
+    if others.get("torch"):
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def in_fresh_process(
+    workload: str,
+    dtype: np.dtype,
+    rules: list[str],
+    args: argparse.Namespace,
+    others: dict[str, bool],
+) -> list[Row]:
+    """`bench_workload` in a new Python process: no workload's arrays land in
+    a heap the ones before it churned (as `asv` runs each benchmark)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(
+        1, initializer=start_worker, initargs=(args.budget, args.threads, others)
+    ) as pool:
+        return pool.apply(bench_workload, (workload, dtype, rules, args, others))
 
 
 # ---------------------------------------------------------------------------
@@ -1148,23 +1213,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    global BUDGET
     args = parse_args(argv)
-    BUDGET = args.budget
     started = time.time()
     load_before = os.getloadavg()
-    others = {}
-    if args.others != "none" and _have("jax") and _have("optax"):
-        import jax
-
-        # For float64 arrays; float32 arrays stay float32.
-        jax.config.update("jax_enable_x64", True)
-        others["optax"] = True
-    if args.others != "none" and _have("torch"):
-        import torch
-
-        torch.set_num_threads(args.threads)
-        others["torch"] = True
+    others = {
+        "optax": args.others != "none" and _have("jax") and _have("optax"),
+        "torch": args.others != "none" and _have("torch"),
+    }
+    start_worker(args.budget, args.threads, others)
     missing = [m for m in ("optax", "torch") if not others.get(m) and args.others != "none"]
     if missing:
         print(f"not installed, so not compared: {', '.join(missing)}", file=sys.stderr)
@@ -1189,7 +1245,7 @@ def main(argv: list[str] | None = None) -> None:
         for dtype in args.dtypes:
             if workload != args.workloads[0] or dtype != args.dtypes[0]:
                 samples.append(copy_bandwidth(args.threads))
-            rows += bench_workload(workload, dtype, args.rules, args, others)
+            rows += in_fresh_process(workload, dtype, args.rules, args, others)
     samples.append(copy_bandwidth(args.threads))
     bandwidth = statistics.median(samples)
 
