@@ -46,6 +46,13 @@ const PREFETCH_SLICE: usize = 128;
 /// spinning helper and back costs a few microseconds on this project's VM:
 /// Adam float32 on 32,768 elements took 15 µs on one thread and 25 on two, on
 /// 65,536 30 and 21; the 7,170-element MLP in float64 12 and 21-24.
+/// Steps run back to back find the helper spinning, and then two threads did
+/// pay on that MLP for the rules with a root and a division (Adam float64
+/// 0.85x, `AdaDelta` 0.76x). But when more than `threads::SPIN` of other work
+/// comes between steps, as a training loop's forward and backward passes do,
+/// the helper has gone to sleep, and the step took twice as long on two
+/// threads (Adam 12.5 µs against 23.5 with 115 µs between steps, 15.1 against
+/// 28.1 with 0.5 ms). So the bar stays here.
 const PASS_PARALLEL_MIN_BYTES: usize = 192 << 10;
 
 /// One leaf: its parameter, its gradient, the state arrays of its program in
