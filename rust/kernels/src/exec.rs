@@ -7,13 +7,16 @@
 //! of at most `TASK` elements and run on the pool (or on the calling thread when
 //! the stage is small); a task walks its range in blocks (`CHUNK` elements, or
 //! `SHORT_CHUNK` when the stage streams from L3 or memory) that stay in L1
-//! while every rule of the segment runs over them.
+//! while every rule of the segment runs over them, the last one straight into
+//! `x`. A task of one rule from the gradient to `x` (most steps) needs no
+//! block: one loop reads the gradient and writes `x` (`from_grad_to_x`).
 //!
 //! Most steps have no norm: one stage, nothing kept between stages, and when no
 //! leaf is larger than a task every job is one task that lends its own arrays
 //! (`only_pass`): a step of thousands of small leaves builds one list, not five.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use crate::error::KernelError;
 use crate::float::{Float, Half};
@@ -727,6 +730,18 @@ fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 /// over it, then subtract it from `x` or keep it for the next stage.
 #[inline(always)]
 pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
+    if let [op] = task.ops {
+        if task.input == Input::Grad && task.output == Output::X && task.scale.is_none() {
+            from_grad_to_x(op, task);
+            return;
+        }
+    }
+    // When the block ends in `x`, its last rule runs from the block straight
+    // into `x` (see `Rule::descend`).
+    let (body, last) = match (task.output, task.ops.split_last()) {
+        (Output::X, Some((last, body))) => (body, Some(last)),
+        _ => (task.ops, None),
+    };
     // Not zeroed: a 4 KiB memset per task was 15 % of a step of tiny leaves.
     let mut block = [MaybeUninit::<T>::uninit(); CHUNK];
     let len = task.x.len();
@@ -765,32 +780,77 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
                 for s in task.states.iter() {
                     simd::prefetch(s, &ahead);
                 }
-                let x = &task.x[part.clone()];
                 let d = &mut dx[part.start - range.start..part.end - range.start];
-                for op in task.ops {
-                    op.rule
-                        .apply(x, d, &mut task.states[op.states.clone()], &part);
-                }
+                let x = &mut task.x[part.clone()];
+                run_ops(body, last, x, d, task.states, &part);
                 at = part.end;
             }
         } else {
-            let x = &task.x[range.clone()];
-            for op in task.ops {
-                op.rule
-                    .apply(x, dx, &mut task.states[op.states.clone()], &range);
-            }
+            let x = &mut task.x[range.clone()];
+            run_ops(body, last, x, dx, task.states, &range);
         }
         match task.output {
-            Output::X => {
+            Output::X if last.is_none() => {
                 for (x, &d) in task.x[range.clone()].iter_mut().zip(dx.iter()) {
                     *x = *x - d;
                 }
             }
             Output::Update => copy_block(&mut task.update[range.clone()], dx),
             Output::Tmp => copy_block(&mut task.tmp[range.clone()], dx),
-            Output::Drop => {}
+            // `x` already written by `last`, or nothing to write.
+            Output::X | Output::Drop => {}
         }
         start = range.end;
+    }
+}
+
+/// The rules of `body` over the stretch `range` of a task, each rewriting the
+/// block `d` (its gradient to begin with); then `last`, if given, from `d`
+/// straight into `x`.
+#[inline(always)]
+fn run_ops<T: Float>(
+    body: &[BoundOp<T>],
+    last: Option<&BoundOp<T>>,
+    x: &mut [T],
+    d: &mut [T],
+    states: &mut [&mut [T]],
+    range: &Range<usize>,
+) {
+    for op in body {
+        op.rule.apply(x, d, &mut states[op.states.clone()], range);
+    }
+    if let Some(op) = last {
+        op.rule.descend(x, d, &mut states[op.states.clone()], range);
+    }
+}
+
+/// A task of one rule from the gradient straight to `x`: one loop, no block
+/// of updates in between (see `Rule::descend`), prefetching as `process` does.
+#[inline(always)]
+fn from_grad_to_x<T: Float>(op: &BoundOp<T>, task: &mut Task<'_, '_, T>) {
+    let states = &mut task.states[op.states.clone()];
+    let len = task.x.len();
+    if !task.prefetch {
+        let all = 0..len;
+        op.rule.descend(task.x, task.grad, states, &all);
+        return;
+    }
+    let mut at = 0;
+    while at < len {
+        let part = at..len.min(at + PREFETCH_SLICE);
+        let ahead = part.start + task.block..part.end + task.block;
+        simd::prefetch(task.grad, &ahead);
+        simd::prefetch(task.x, &ahead);
+        for s in states.iter() {
+            simd::prefetch(s, &ahead);
+        }
+        op.rule.descend(
+            &mut task.x[part.clone()],
+            &task.grad[part.clone()],
+            states,
+            &part,
+        );
+        at = part.end;
     }
 }
 

@@ -342,6 +342,50 @@ fn failing_norm_writes_no_parameter() {
     assert_eq!(b, [1.0; 4]);
 }
 
+/// A rule alone (and a chain's last rule) runs from the gradient straight
+/// into `x` when the step is in place, and into a block when the update is
+/// asked for: `x - update` must be the in-place step, bit for bit.
+fn in_place_is_x_minus_the_update<T: optimisers_kernels::Float>() {
+    let mut programs: Vec<(String, Program, Vec<f64>)> = Kind::ALL
+        .iter()
+        .map(|&kind| {
+            let (program, per_leaf) = program(kind);
+            (format!("{kind:?}"), program, per_leaf)
+        })
+        .collect();
+    let (hyper, powers) = sample(Kind::Adam);
+    let chain = vec![
+        rule(Kind::ClipGrad, &[0.5]),
+        rule(Kind::WeightDecay, &[0.1]),
+        Step::Rule {
+            kind: Kind::Adam,
+            hyper,
+        },
+    ];
+    programs.push(("chain".into(), Program::new(chain).unwrap(), powers));
+    for (name, program, per_leaf) in &programs {
+        for n in [1, 1031, 70_001] {
+            let mut in_place = Leaf::<T>::new(n, program.states(), 5);
+            step(&mut [in_place.job(program, per_leaf)]).unwrap();
+            let mut asked = Leaf::<T>::new(n, program.states(), 5);
+            let x0 = asked.x.clone();
+            let mut update = vec![T::ZERO; n];
+            let mut job = asked.job(program, per_leaf);
+            job.update = Some(&mut update);
+            step(&mut [job]).unwrap();
+            assert_eq!(bits(&asked.x), bits(&x0), "{name}: x written");
+            asked.x = x0.iter().zip(&update).map(|(&x, &u)| x - u).collect();
+            assert_same(&in_place, &asked, &format!("{name}, {n} elements"));
+        }
+    }
+}
+
+#[test]
+fn stepping_in_place_is_x_minus_the_update() {
+    in_place_is_x_minus_the_update::<f32>();
+    in_place_is_x_minus_the_update::<f64>();
+}
+
 #[test]
 fn update_buffer_leaves_the_parameter() {
     let program = Program::new(vec![rule(Kind::WeightDecay, &[0.5])]).unwrap();

@@ -33,20 +33,17 @@ impl<T: Float> Rule<T, 1> for AccumGrad<T> {
         last
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [acc]: [&mut [T]; 1]) {
-        let n = self.n;
-        if self.first {
-            for (a, &d) in acc.iter_mut().zip(dx.iter()) {
-                *a = d / n;
-            }
+    fn update(&self, _x: T, d: T, [acc]: [&mut T; 1]) -> T {
+        *acc = if self.first {
+            d / self.n
         } else {
-            for (a, &d) in acc.iter_mut().zip(dx.iter()) {
-                *a = *a + d / n;
-            }
-        }
-        // Before the n-th step the plan ends here and `dx` is dropped (see `program`).
+            *acc + d / self.n
+        };
+        // Before the n-th step the plan ends here and the update is dropped (see `program`).
         if self.last {
-            dx.copy_from_slice(acc);
+            *acc
+        } else {
+            d
         }
     }
 }

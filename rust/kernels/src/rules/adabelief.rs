@@ -20,15 +20,13 @@ impl<T: Float> Rule<T, 2> for AdaBelief<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, s]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [m, s]: [&mut T; 2]) -> T {
         let p = &self.0;
         let (b1, b2) = p.beta;
-        for ((d, m), s) in dx.iter_mut().zip(m.iter_mut()).zip(s.iter_mut()) {
-            let (m0, s0) = (*m, *s); // loads first: see `rules` on 4K aliasing
-            *m = b1 * m0 + (T::ONE - b1) * *d;
-            let surprise = *d - *m;
-            *s = b2 * s0 + (T::ONE - b2) * (surprise * surprise) + p.epsilon;
-            *d = p.unbias_m(p.eta * *m) / (p.unbias_v(*s).sqrt() + p.epsilon);
-        }
+        let (m0, s0) = (*m, *s); // loads first: see `rules` on 4K aliasing
+        *m = b1 * m0 + (T::ONE - b1) * d;
+        let surprise = d - *m;
+        *s = b2 * s0 + (T::ONE - b2) * (surprise * surprise) + p.epsilon;
+        p.unbias_m(p.eta * *m) / (p.unbias_v(*s).sqrt() + p.epsilon)
     }
 }

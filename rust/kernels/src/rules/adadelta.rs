@@ -22,14 +22,13 @@ impl<T: Float> Rule<T, 2> for AdaDelta<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [acc, dacc]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [acc, dacc]: [&mut T; 2]) -> T {
         let (rho, eps) = (self.rho, self.epsilon);
         let keep = T::ONE - rho;
-        for ((d, a), da) in dx.iter_mut().zip(acc.iter_mut()).zip(dacc.iter_mut()) {
-            let (a0, da0) = (*a, *da); // loads first: see `rules` on 4K aliasing
-            *a = rho * a0 + keep * (*d * *d);
-            *d = *d * (da0 + eps).sqrt() / (*a + eps).sqrt();
-            *da = rho * da0 + keep * (*d * *d);
-        }
+        let (a0, da0) = (*acc, *dacc); // loads first: see `rules` on 4K aliasing
+        *acc = rho * a0 + keep * (d * d);
+        let step = d * (da0 + eps).sqrt() / (*acc + eps).sqrt();
+        *dacc = rho * da0 + keep * (step * step);
+        step
     }
 }

@@ -21,10 +21,8 @@ impl<T: Float> Rule<T, 1> for AdaGrad<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [acc]: [&mut [T]; 1]) {
-        for (d, a) in dx.iter_mut().zip(acc.iter_mut()) {
-            *a = *a + *d * *d;
-            *d = *d * self.eta / (a.sqrt() + self.epsilon);
-        }
+    fn update(&self, _x: T, d: T, [acc]: [&mut T; 1]) -> T {
+        *acc = *acc + d * d;
+        d * self.eta / (acc.sqrt() + self.epsilon)
     }
 }

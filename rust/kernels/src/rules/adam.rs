@@ -88,11 +88,9 @@ impl<T: Float> Rule<T, 2> for Adam<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [m, v]: [&mut T; 2]) -> T {
         let p = &self.0;
-        for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
-            p.advance(*d, m, v);
-            *d = p.direction(*m, *v) * p.eta;
-        }
+        p.advance(d, m, v);
+        p.direction(*m, *v) * p.eta
     }
 }

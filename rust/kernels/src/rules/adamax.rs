@@ -19,19 +19,17 @@ impl<T: Float> Rule<T, 2> for AdaMax<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, u]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [m, u]: [&mut T; 2]) -> T {
         let p = &self.0;
         let (b1, b2) = p.beta;
         let rate = p.eta / p.correction.0;
-        for ((d, m), u) in dx.iter_mut().zip(m.iter_mut()).zip(u.iter_mut()) {
-            let (m0, u0) = (*m, *u); // loads first: see `rules` on 4K aliasing
-            *m = b1 * m0 + (T::ONE - b1) * *d;
-            // Julia's `max`: a NaN in `u` stays (a NaN in `dx` wins in `max_sel` too).
-            let (decayed, size) = (b2 * u0, d.abs());
-            #[allow(clippy::eq_op)]
-            let nan = decayed != decayed;
-            *u = if nan { decayed } else { decayed.max_sel(size) };
-            *d = rate * *m / (*u + p.epsilon);
-        }
+        let (m0, u0) = (*m, *u); // loads first: see `rules` on 4K aliasing
+        *m = b1 * m0 + (T::ONE - b1) * d;
+        // Julia's `max`: a NaN in `u` stays (a NaN in `dx` wins in `max_sel` too).
+        let (decayed, size) = (b2 * u0, d.abs());
+        #[allow(clippy::eq_op)]
+        let nan = decayed != decayed;
+        *u = if nan { decayed } else { decayed.max_sel(size) };
+        rate * *m / (*u + p.epsilon)
     }
 }

@@ -31,20 +31,14 @@ impl<T: Float> Rule<T, 2> for AdamW<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+    fn update(&self, x: T, d: T, [m, v]: [&mut T; 2]) -> T {
         let p = &self.moments;
         let (eta, lambda) = (p.eta, self.lambda);
-        let it = dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(x);
+        p.advance(d, m, v);
         if self.couple {
-            for (((d, m), v), &x) in it {
-                p.advance(*d, m, v);
-                *d = eta * (p.direction(*m, *v) + lambda * x);
-            }
+            eta * (p.direction(*m, *v) + lambda * x)
         } else {
-            for (((d, m), v), &x) in it {
-                p.advance(*d, m, v);
-                *d = eta * p.direction(*m, *v) + lambda * x;
-            }
+            eta * p.direction(*m, *v) + lambda * x
         }
     }
 }

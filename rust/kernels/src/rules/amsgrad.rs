@@ -24,14 +24,12 @@ impl<T: Float> Rule<T, 3> for AmsGrad<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, v, vhat]: [&mut [T]; 3]) {
+    fn update(&self, _x: T, d: T, [m, v, vhat]: [&mut T; 3]) -> T {
         let (b1, b2) = self.beta;
-        for (((d, m), v), vh) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(vhat) {
-            let (m0, v0, vh0) = (*m, *v, *vh); // loads first: see `rules` on 4K aliasing
-            *m = b1 * m0 + (T::ONE - b1) * *d;
-            *v = b2 * v0 + (T::ONE - b2) * (*d * *d);
-            *vh = vh0.max_sel(*v);
-            *d = self.eta * *m / (vh.sqrt() + self.epsilon);
-        }
+        let (m0, v0, vh0) = (*m, *v, *vhat); // loads first: see `rules` on 4K aliasing
+        *m = b1 * m0 + (T::ONE - b1) * d;
+        *v = b2 * v0 + (T::ONE - b2) * (d * d);
+        *vhat = vh0.max_sel(*v);
+        self.eta * *m / (vhat.sqrt() + self.epsilon)
     }
 }

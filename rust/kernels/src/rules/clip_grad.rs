@@ -17,10 +17,7 @@ impl<T: Float> Rule<T, 0> for ClipGrad<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {
-        let delta = self.delta;
-        for d in dx.iter_mut() {
-            *d = d.clamp_to(-delta, delta);
-        }
+    fn update(&self, _x: T, d: T, _st: [&mut T; 0]) -> T {
+        d.clamp_to(-self.delta, self.delta)
     }
 }

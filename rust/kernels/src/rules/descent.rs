@@ -17,9 +17,7 @@ impl<T: Float> Rule<T, 0> for Descent<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {
-        for d in dx.iter_mut() {
-            *d = *d * self.eta;
-        }
+    fn update(&self, _x: T, d: T, _st: [&mut T; 0]) -> T {
+        d * self.eta
     }
 }

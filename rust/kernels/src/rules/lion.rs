@@ -22,12 +22,10 @@ impl<T: Float> Rule<T, 1> for Lion<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m]: [&mut [T]; 1]) {
+    fn update(&self, _x: T, d: T, [m]: [&mut T; 1]) -> T {
         let (b1, b2) = self.beta;
         let (keep, gap) = (T::ONE - b2, b2 - b1);
-        for (d, m) in dx.iter_mut().zip(m.iter_mut()) {
-            *m = b2 * *d + keep * *m;
-            *d = self.eta * (gap * *d + b1 * *m).sign();
-        }
+        *m = b2 * d + keep * *m;
+        self.eta * (gap * d + b1 * *m).sign()
     }
 }

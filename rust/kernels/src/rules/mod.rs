@@ -1,10 +1,11 @@
 //! The elementwise rules, and the one table that registers them.
 //!
 //! A rule is a small struct of hyper-parameters already rounded to the array's
-//! element type, bound once per leaf and step (`bind`), and a kernel over one
-//! block (`apply`): `x` and the gradient `dx` of the block, and the block of each
-//! of its `N` state arrays. `apply` rewrites `dx` into the rule's update, which
-//! the next rule of a chain receives, or which is finally subtracted from `x`.
+//! element type, bound once per leaf and step (`bind`), and the update of one
+//! element (`update`): from `x`, its gradient and its `N` state values. The
+//! loops over arrays are shared: `apply` rewrites a block of gradients into
+//! updates, which the next rule of a chain receives, and `descend` subtracts
+//! the updates from `x` as it goes, for a rule alone or the last of a chain.
 //!
 //! Adding a rule: its own file, one line in `registry!` below, one line in the
 //! Python rule table.
@@ -55,9 +56,40 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         true
     }
 
+    /// This rule's update of one element: from its parameter `x` and its
+    /// gradient `d` (in a chain, the update of the rule before), advancing its
+    /// `N` state values in place. Each rule writes only this; the loops over
+    /// arrays below are shared.
+    fn update(&self, x: T, d: T, state: [&mut T; N]) -> T;
+
     /// Rewrite `dx` into this rule's update, advancing the state in place.
     /// All slices have the same length.
-    fn apply(&self, x: &[T], dx: &mut [T], state: [&mut [T]; N]);
+    #[inline(always)]
+    fn apply(&self, x: &[T], dx: &mut [T], mut state: [&mut [T]; N]) {
+        let n = dx.len();
+        assert!(x.len() == n && state.iter().all(|s| s.len() == n));
+        // A copy the loop owns: read through `self`, a hyper-parameter could
+        // alias the stores (as far as the compiler knows), and Rprop's were
+        // gathered again for every vector of elements, at twice the time.
+        let rule = *self;
+        for i in 0..n {
+            dx[i] = rule.update(x[i], dx[i], state.each_mut().map(|s| &mut s[i]));
+        }
+    }
+
+    /// `x -= update`, from the gradient `g`, in one loop: a program of this
+    /// rule alone needs no block of updates in between (1,000 arrays of 1,000
+    /// float32s, Adam, timed in turn with the blocks: 0.70-0.78x).
+    #[inline(always)]
+    fn descend(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N]) {
+        let n = x.len();
+        assert!(g.len() == n && state.iter().all(|s| s.len() == n));
+        let rule = *self; // see `apply`
+        for i in 0..n {
+            let x0 = x[i];
+            x[i] = x0 - rule.update(x0, g[i], state.each_mut().map(|s| &mut s[i]));
+        }
+    }
 }
 
 /// The `range` of each of the `N` state arrays in `state`.
@@ -129,6 +161,13 @@ macro_rules! registry {
             #[inline(always)]
             pub fn apply(&self, x: &[T], dx: &mut [T], state: &mut [&mut [T]], range: &Range<usize>) {
                 match self { $(Bound::$kind(rule) => rule.apply(x, dx, blocks::<T, $n>(state, range))),* }
+            }
+
+            /// `x -= update` over the block `range` of this leaf, from the
+            /// gradient `g`: `x` and `g` are that block, `state` as for `apply`.
+            #[inline(always)]
+            pub fn descend(&self, x: &mut [T], g: &[T], state: &mut [&mut [T]], range: &Range<usize>) {
+                match self { $(Bound::$kind(rule) => rule.descend(x, g, blocks::<T, $n>(state, range))),* }
             }
         }
     };

@@ -20,10 +20,8 @@ impl<T: Float> Rule<T, 1> for Momentum<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [v]: [&mut [T]; 1]) {
-        for (d, v) in dx.iter_mut().zip(v.iter_mut()) {
-            *v = self.rho * *v + self.eta * *d;
-            *d = *v;
-        }
+    fn update(&self, _x: T, d: T, [v]: [&mut T; 1]) -> T {
+        *v = self.rho * *v + self.eta * d;
+        *v
     }
 }

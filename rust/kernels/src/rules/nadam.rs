@@ -29,13 +29,11 @@ impl<T: Float> Rule<T, 2> for NAdam<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [m, v]: [&mut T; 2]) -> T {
         let p = &self.moments;
         let (b1, b2) = p.beta;
-        for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
-            p.advance(*d, m, v);
-            let num = (b1 * *m).over(self.ahead.0, self.ahead.1) + p.unbias_m((T::ONE - b1) * *d);
-            *d = num / (p.unbias_v(*v * b2).sqrt() + p.epsilon) * p.eta;
-        }
+        p.advance(d, m, v);
+        let num = (b1 * *m).over(self.ahead.0, self.ahead.1) + p.unbias_m((T::ONE - b1) * d);
+        num / (p.unbias_v(*v * b2).sqrt() + p.epsilon) * p.eta
     }
 }

@@ -21,14 +21,12 @@ impl<T: Float> Rule<T, 1> for Nesterov<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [v]: [&mut [T]; 1]) {
+    fn update(&self, _x: T, d: T, [v]: [&mut T; 1]) -> T {
         let (eta, rho) = (self.eta, self.rho);
         let neg_rho2 = -(rho * rho);
         let ahead = (T::ONE + rho) * eta;
-        for (d, v) in dx.iter_mut().zip(v.iter_mut()) {
-            let g = *d;
-            *d = neg_rho2 * *v + ahead * g;
-            *v = rho * *v - eta * g;
-        }
+        let v0 = *v;
+        *v = rho * v0 - eta * d;
+        neg_rho2 * v0 + ahead * d
     }
 }

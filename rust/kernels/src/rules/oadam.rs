@@ -20,13 +20,11 @@ impl<T: Float> Rule<T, 3> for OAdam<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, v, term]: [&mut [T]; 3]) {
+    fn update(&self, _x: T, d: T, [m, v, term]: [&mut T; 3]) -> T {
         let p = &self.0;
-        for (((d, m), v), term) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(term) {
-            let prev = *term; // loaded before the stores: see `rules` on 4K aliasing
-            p.advance(*d, m, v);
-            *term = p.unbias_m(p.eta * *m) / (p.unbias_v(*v).sqrt() + p.epsilon);
-            *d = T::TWO * *term - prev;
-        }
+        let prev = *term; // loaded before the stores: see `rules` on 4K aliasing
+        p.advance(d, m, v);
+        *term = p.unbias_m(p.eta * *m) / (p.unbias_v(*v).sqrt() + p.epsilon);
+        T::TWO * *term - prev
     }
 }

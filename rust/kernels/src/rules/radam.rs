@@ -38,18 +38,12 @@ impl<T: Float> Rule<T, 2> for RAdam<T> {
         true
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [m, v]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [m, v]: [&mut T; 2]) -> T {
         let p = &self.moments;
-        if let Some(r) = self.rectifier {
-            for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
-                p.advance(*d, m, v);
-                *d = p.direction(*m, *v) * p.eta * r;
-            }
-        } else {
-            for ((d, m), v) in dx.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()) {
-                p.advance(*d, m, v);
-                *d = p.unbias_m(*m) * p.eta;
-            }
+        p.advance(d, m, v);
+        match self.rectifier {
+            Some(r) => p.direction(*m, *v) * p.eta * r,
+            None => p.unbias_m(*m) * p.eta,
         }
     }
 }

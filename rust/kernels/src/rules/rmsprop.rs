@@ -29,13 +29,10 @@ impl<T: Float> Rule<T, 1> for RmsProp<T> {
         bind(h)
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [quad]: [&mut [T]; 1]) {
+    fn update(&self, _x: T, d: T, [quad]: [&mut T; 1]) -> T {
         let (eta, rho, eps) = (self.eta, self.rho, self.epsilon);
-        let keep = T::ONE - rho;
-        for (d, q) in dx.iter_mut().zip(quad.iter_mut()) {
-            *q = rho * *q + keep * (*d * *d);
-            *d = *d * eta / (q.sqrt() + eps);
-        }
+        *quad = rho * *quad + (T::ONE - rho) * (d * d);
+        d * eta / (quad.sqrt() + eps)
     }
 }
 
@@ -49,18 +46,16 @@ impl<T: Float> Rule<T, 2> for RmsPropCentred<T> {
         Self(bind(h))
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [quad, lin]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [quad, lin]: [&mut T; 2]) -> T {
         let RmsProp {
             eta,
             rho,
             epsilon: eps,
         } = self.0;
         let keep = T::ONE - rho;
-        for ((d, q), l) in dx.iter_mut().zip(quad.iter_mut()).zip(lin.iter_mut()) {
-            let (q0, l0) = (*q, *l); // loads first: see `rules` on 4K aliasing
-            *q = rho * q0 + keep * (*d * *d);
-            *l = rho * l0 + keep * *d;
-            *d = *d * eta / ((*q - *l * *l).sqrt() + eps);
-        }
+        let (q0, l0) = (*quad, *lin); // loads first: see `rules` on 4K aliasing
+        *quad = rho * q0 + keep * (d * d);
+        *lin = rho * l0 + keep * d;
+        d * eta / ((*quad - *lin * *lin).sqrt() + eps)
     }
 }

@@ -24,19 +24,17 @@ impl<T: Float> Rule<T, 2> for Rprop<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, _x: &[T], dx: &mut [T], [g, step]: [&mut [T]; 2]) {
+    fn update(&self, _x: T, d: T, [g, s]: [&mut T; 2]) -> T {
         let (ell, gamma) = (self.ell, self.gamma);
-        for ((d, g), s) in dx.iter_mut().zip(g.iter_mut()).zip(step.iter_mut()) {
-            let turn = *g * *d;
-            *s = if turn > T::ZERO {
-                (*s * ell.1).min_sel(gamma.1)
-            } else if turn < T::ZERO {
-                (*s * ell.0).max_sel(gamma.0)
-            } else {
-                *s
-            };
-            *g = if turn < T::ZERO { T::ZERO } else { *d };
-            *d = *s * g.sign();
-        }
+        let turn = *g * d;
+        *s = if turn > T::ZERO {
+            (*s * ell.1).min_sel(gamma.1)
+        } else if turn < T::ZERO {
+            (*s * ell.0).max_sel(gamma.0)
+        } else {
+            *s
+        };
+        *g = if turn < T::ZERO { T::ZERO } else { d };
+        *s * g.sign()
     }
 }

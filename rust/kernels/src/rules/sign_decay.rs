@@ -17,9 +17,7 @@ impl<T: Float> Rule<T, 0> for SignDecay<T> {
         }
     }
     #[inline(always)]
-    fn apply(&self, x: &[T], dx: &mut [T], _st: [&mut [T]; 0]) {
-        for (d, &x) in dx.iter_mut().zip(x) {
-            *d = *d + self.lambda * x.sign();
-        }
+    fn update(&self, x: T, d: T, _st: [&mut T; 0]) -> T {
+        d + self.lambda * x.sign()
     }
 }
