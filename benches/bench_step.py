@@ -686,11 +686,7 @@ def numpy_runner(rule: Any, xs: list[np.ndarray], gs: Grads) -> Callable[[], Non
 
 
 def bench_workload(
-    workload: str,
-    dtype: np.dtype,
-    rules: list[str],
-    args: argparse.Namespace,
-    others: dict[str, bool],
+    workload: str, dtype: np.dtype, args: argparse.Namespace, others: dict[str, bool]
 ) -> list[Row]:
     """Every rule on one workload and dtype: ours first, for every rule, then
     the others. A model of many small leaves is only as fast as the memory
@@ -708,7 +704,7 @@ def bench_workload(
     roof_step = roofline_step(elements, dtype)
     rounds, batch = paired_rounds(ours_reps)
     rows = []
-    for name in rules:
+    for name in args.rules:
         rule = RULES[name][0]
         nbytes = elements * dtype.itemsize * traffic(name)
         # Every row is timed in alternation with the roofline kernel, so that
@@ -802,11 +798,7 @@ def start_worker(budget: float, threads: int, others: dict[str, bool]) -> None:
 
 
 def in_fresh_process(
-    workload: str,
-    dtype: np.dtype,
-    rules: list[str],
-    args: argparse.Namespace,
-    others: dict[str, bool],
+    workload: str, dtype: np.dtype, args: argparse.Namespace, others: dict[str, bool]
 ) -> list[Row]:
     """`bench_workload` in a new Python process: no workload's arrays land in
     a heap the ones before it churned (as `asv` runs each benchmark)."""
@@ -814,7 +806,7 @@ def in_fresh_process(
     with ctx.Pool(
         1, initializer=start_worker, initargs=(args.budget, args.threads, others)
     ) as pool:
-        return pool.apply(bench_workload, (workload, dtype, rules, args, others))
+        return pool.apply(bench_workload, (workload, dtype, args, others))
 
 
 # ---------------------------------------------------------------------------
@@ -1249,7 +1241,7 @@ def main(argv: list[str] | None = None) -> None:
         for dtype in args.dtypes:
             if workload != args.workloads[0] or dtype != args.dtypes[0]:
                 samples.append(copy_bandwidth(args.threads))
-            rows += in_fresh_process(workload, dtype, args.rules, args, others)
+            rows += in_fresh_process(workload, dtype, args, others)
     samples.append(copy_bandwidth(args.threads))
     bandwidth = statistics.median(samples)
 

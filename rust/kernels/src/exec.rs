@@ -771,15 +771,11 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
             let mut at = range.start;
             while at < range.end {
                 let part = at..range.end.min(at + PREFETCH_SLICE);
-                let ahead = part.start + step..part.end + step;
-                match task.input {
-                    Input::Grad => simd::prefetch(task.grad, &ahead),
-                    Input::Tmp => simd::prefetch(task.tmp, &ahead),
-                }
-                simd::prefetch(task.x, &ahead);
-                for s in task.states.iter() {
-                    simd::prefetch(s, &ahead);
-                }
+                let input = match task.input {
+                    Input::Grad => task.grad,
+                    Input::Tmp => &*task.tmp,
+                };
+                prefetch_ahead(&part, step, input, task.x, task.states);
                 let d = &mut dx[part.start - range.start..part.end - range.start];
                 let x = &mut task.x[part.clone()];
                 run_ops(body, last, x, d, task.states, &part);
@@ -838,12 +834,7 @@ fn from_grad_to_x<T: Float>(op: &BoundOp<T>, task: &mut Task<'_, '_, T>) {
     let mut at = 0;
     while at < len {
         let part = at..len.min(at + PREFETCH_SLICE);
-        let ahead = part.start + task.block..part.end + task.block;
-        simd::prefetch(task.grad, &ahead);
-        simd::prefetch(task.x, &ahead);
-        for s in states.iter() {
-            simd::prefetch(s, &ahead);
-        }
+        prefetch_ahead(&part, task.block, task.grad, task.x, states);
         op.rule.descend(
             &mut task.x[part.clone()],
             &task.grad[part.clone()],
@@ -851,6 +842,17 @@ fn from_grad_to_x<T: Float>(op: &BoundOp<T>, task: &mut Task<'_, '_, T>) {
             &part,
         );
         at = part.end;
+    }
+}
+
+/// Ask for the stretch `part` of the arrays `by` elements ahead (see `process`).
+#[inline(always)]
+fn prefetch_ahead<T>(part: &Range<usize>, by: usize, input: &[T], x: &[T], states: &[&mut [T]]) {
+    let ahead = part.start + by..part.end + by;
+    simd::prefetch(input, &ahead);
+    simd::prefetch(x, &ahead);
+    for s in states {
+        simd::prefetch(s, &ahead);
     }
 }
 
