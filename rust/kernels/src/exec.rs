@@ -21,6 +21,7 @@ use std::ops::Range;
 use crate::error::KernelError;
 use crate::float::{Float, Half};
 use crate::program::{BoundOp, Plans, Program};
+use crate::rules::prelude::Prelude;
 use crate::{simd, spare, threads};
 
 /// Elements per block: the gradient block lives in a stack buffer this long.
@@ -730,10 +731,13 @@ fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 /// over it, then subtract it from `x` or keep it for the next stage.
 #[inline(always)]
 pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
-    if let [op] = task.ops {
-        if task.input == Input::Grad && task.output == Output::X && task.scale.is_none() {
-            from_grad_to_x(op, task);
-            return;
+    if task.output == Output::X {
+        if let Some((last, before)) = task.ops.split_last() {
+            let rules = before.iter().map(|op| &op.rule);
+            if let Some(prelude) = Prelude::of(task.scale, rules) {
+                straight_to_x(last, &prelude, task);
+                return;
+            }
         }
     }
     // When the block ends in `x`, its last rule runs from the block straight
@@ -820,28 +824,48 @@ fn run_ops<T: Float>(
     }
 }
 
-/// A task of one rule from the gradient straight to `x`: one loop, no block
-/// of updates in between (see `Rule::descend`), prefetching as `process` does.
+/// A task that ends in `x` and whose rules before the last fit a `Prelude`
+/// (most steps: a rule alone, `ClipGrad`, `WeightDecay` and `ClipNorm` before
+/// one): one loop from the input to `x`, with no block of updates in between
+/// (see `Rule::descend`), prefetching as `process` does.
 #[inline(always)]
-fn from_grad_to_x<T: Float>(op: &BoundOp<T>, task: &mut Task<'_, '_, T>) {
-    let states = &mut task.states[op.states.clone()];
+fn straight_to_x<T: Float>(last: &BoundOp<T>, before: &Prelude<T>, task: &mut Task<'_, '_, T>) {
+    let input = match task.input {
+        Input::Grad => task.grad,
+        Input::Tmp => &*task.tmp,
+    };
+    let states = &mut task.states[last.states.clone()];
     let len = task.x.len();
     if !task.prefetch {
-        let all = 0..len;
-        op.rule.descend(task.x, task.grad, states, &all);
+        descend(last, before, task.x, input, states, &(0..len));
         return;
     }
     let mut at = 0;
     while at < len {
         let part = at..len.min(at + PREFETCH_SLICE);
-        prefetch_ahead(&part, task.block, task.grad, task.x, states);
-        op.rule.descend(
-            &mut task.x[part.clone()],
-            &task.grad[part.clone()],
-            states,
-            &part,
-        );
+        prefetch_ahead(&part, task.block, input, task.x, states);
+        let x = &mut task.x[part.clone()];
+        descend(last, before, x, &input[part.clone()], states, &part);
         at = part.end;
+    }
+}
+
+/// `last` over the stretch `range`, from `g` (after `before`) into `x`.
+/// Not a closure: closures do not take on the instruction set of the
+/// function they are written in, and this one was called, not inlined.
+#[inline(always)]
+fn descend<T: Float>(
+    last: &BoundOp<T>,
+    before: &Prelude<T>,
+    x: &mut [T],
+    g: &[T],
+    states: &mut [&mut [T]],
+    range: &Range<usize>,
+) {
+    if before.is_empty() {
+        last.rule.descend(x, g, states, range);
+    } else {
+        last.rule.descend_after(x, g, states, range, before);
     }
 }
 

@@ -19,6 +19,7 @@
 use std::ops::Range;
 
 use crate::float::Float;
+use crate::rules::prelude::Prelude;
 
 pub mod accum_grad;
 pub mod adabelief;
@@ -35,6 +36,7 @@ pub mod momentum;
 pub mod nadam;
 pub mod nesterov;
 pub mod oadam;
+pub mod prelude;
 pub mod radam;
 pub mod rmsprop;
 pub mod rprop;
@@ -72,8 +74,11 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         // alias the stores (as far as the compiler knows), and Rprop's were
         // gathered again for every vector of elements, at twice the time.
         let rule = *self;
+        let state = state.each_mut().map(|s| s.as_mut_ptr());
         for i in 0..n {
-            dx[i] = rule.update(x[i], dx[i], state.each_mut().map(|s| &mut s[i]));
+            // SAFETY: `i < n`, the length of every state array (asserted).
+            let here = unsafe { element(&state, i) };
+            dx[i] = rule.update(x[i], dx[i], here);
         }
     }
 
@@ -85,11 +90,47 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         let n = x.len();
         assert!(g.len() == n && state.iter().all(|s| s.len() == n));
         let rule = *self; // see `apply`
+        let state = state.each_mut().map(|s| s.as_mut_ptr());
         for i in 0..n {
             let x0 = x[i];
-            x[i] = x0 - rule.update(x0, g[i], state.each_mut().map(|s| &mut s[i]));
+            // SAFETY: `i < n`, the length of every state array (asserted).
+            let here = unsafe { element(&state, i) };
+            x[i] = x0 - rule.update(x0, g[i], here);
         }
     }
+
+    /// As `descend`, with each gradient first passed through `before` (a
+    /// chain's rules before this one, see `Prelude`).
+    #[inline(always)]
+    fn descend_after(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N], before: &Prelude<T>) {
+        let n = x.len();
+        assert!(g.len() == n && state.iter().all(|s| s.len() == n));
+        let (rule, before) = (*self, *before); // see `apply`
+        let state = state.each_mut().map(|s| s.as_mut_ptr());
+        for i in 0..n {
+            let x0 = x[i];
+            let d = before.apply(x0, g[i]);
+            // SAFETY: `i < n`, the length of every state array (asserted).
+            let here = unsafe { element(&state, i) };
+            x[i] = x0 - rule.update(x0, d, here);
+        }
+    }
+}
+
+/// Element `i` of each of the `N` state arrays that `state` points into.
+///
+/// Indexed as `state.each_mut().map(|s| &mut s[i])`, the loops kept a bounds
+/// check LLVM could not lift, and a loop that can leave early must finish in
+/// scalar code: the last 1 to 16 elements of every call ran one at a time
+/// (for Adam, a division and a root each).
+///
+/// # Safety
+/// Every pointer must come from a distinct mutable slice, borrowed for as
+/// long as the references returned live, of more than `i` elements.
+#[inline(always)]
+unsafe fn element<'s, T, const N: usize>(state: &[*mut T; N], i: usize) -> [&'s mut T; N] {
+    // SAFETY: in bounds and unaliased, as the caller promises.
+    state.map(|s| unsafe { &mut *s.add(i) })
 }
 
 /// The `range` of each of the `N` state arrays in `state`.
@@ -161,6 +202,19 @@ macro_rules! registry {
             #[inline(always)]
             pub fn apply(&self, x: &[T], dx: &mut [T], state: &mut [&mut [T]], range: &Range<usize>) {
                 match self { $(Bound::$kind(rule) => rule.apply(x, dx, blocks::<T, $n>(state, range))),* }
+            }
+
+            /// `descend_after` over the block `range` (see `Prelude`).
+            #[inline(always)]
+            pub fn descend_after(
+                &self,
+                x: &mut [T],
+                g: &[T],
+                state: &mut [&mut [T]],
+                range: &Range<usize>,
+                before: &Prelude<T>,
+            ) {
+                match self { $(Bound::$kind(rule) => rule.descend_after(x, g, blocks::<T, $n>(state, range), before)),* }
             }
 
             /// `x -= update` over the block `range` of this leaf, from the
