@@ -342,9 +342,11 @@ fn failing_norm_writes_no_parameter() {
     assert_eq!(b, [1.0; 4]);
 }
 
-/// A rule alone (and a chain's last rule) runs from the gradient straight
-/// into `x` when the step is in place, and into a block when the update is
-/// asked for: `x - update` must be the in-place step, bit for bit.
+/// A rule alone, and a chain whose rules before the last keep no state (a
+/// `Prelude`), run from the gradient straight into `x` when the step is in
+/// place, and rule by rule through a block when the update is asked for:
+/// `x - update` must be the in-place step, bit for bit, also where `x` is
+/// infinite or NaN and the gradient is `-0`.
 fn in_place_is_x_minus_the_update<T: optimisers_kernels::Float>() {
     let mut programs: Vec<(String, Program, Vec<f64>)> = Kind::ALL
         .iter()
@@ -353,21 +355,71 @@ fn in_place_is_x_minus_the_update<T: optimisers_kernels::Float>() {
             (format!("{kind:?}"), program, per_leaf)
         })
         .collect();
-    let (hyper, powers) = sample(Kind::Adam);
-    let chain = vec![
-        rule(Kind::ClipGrad, &[0.5]),
-        rule(Kind::WeightDecay, &[0.1]),
-        Step::Rule {
-            kind: Kind::Adam,
-            hyper,
-        },
+    let with = |kind: Kind| {
+        let (hyper, per_leaf) = sample(kind);
+        (Step::Rule { kind, hyper }, per_leaf)
+    };
+    let clip_norm = || {
+        Step::ClipNorm(ClipNorm {
+            omega: 0.5,
+            p: 2.0,
+            throw: false,
+        })
+    };
+    let chains = [
+        (
+            vec![
+                rule(Kind::ClipGrad, &[0.5]),
+                rule(Kind::WeightDecay, &[0.1]),
+            ],
+            Kind::Adam,
+        ),
+        (
+            vec![
+                rule(Kind::WeightDecay, &[0.1]),
+                rule(Kind::ClipGrad, &[0.5]),
+            ],
+            Kind::Adam,
+        ),
+        (vec![rule(Kind::SignDecay, &[0.1])], Kind::Momentum),
+        (
+            vec![clip_norm(), rule(Kind::ClipGrad, &[0.5])],
+            Kind::Descent,
+        ),
+        (
+            vec![
+                clip_norm(),
+                rule(Kind::ClipGrad, &[0.5]),
+                rule(Kind::WeightDecay, &[0.1]),
+                rule(Kind::SignDecay, &[0.1]),
+            ],
+            Kind::Rprop,
+        ),
+        (
+            vec![rule(Kind::ClipGrad, &[0.5]), rule(Kind::ClipGrad, &[0.2])],
+            Kind::AdamW,
+        ),
     ];
-    programs.push(("chain".into(), Program::new(chain).unwrap(), powers));
+    for (before, last) in chains {
+        let name = format!("{before:?} then {last:?}");
+        let (last, per_leaf) = with(last);
+        let steps = before.into_iter().chain([last]).collect();
+        programs.push((name, Program::new(steps).unwrap(), per_leaf));
+    }
     for (name, program, per_leaf) in &programs {
         for n in [1, 1031, 70_001] {
-            let mut in_place = Leaf::<T>::new(n, program.states(), 5);
+            let leaf = || {
+                let mut leaf = Leaf::<T>::new(n, program.states(), 5);
+                let odd = [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -0.0].map(T::from_f64);
+                for (k, &v) in odd.iter().enumerate().filter(|&(k, _)| 5 * k + 2 < n) {
+                    leaf.x[5 * k + 2] = v;
+                    leaf.grad[5 * k + 4] = T::from_f64(-0.0);
+                }
+                leaf
+            };
+            let mut in_place = leaf();
             step(&mut [in_place.job(program, per_leaf)]).unwrap();
-            let mut asked = Leaf::<T>::new(n, program.states(), 5);
+            let mut asked = leaf();
             let x0 = asked.x.clone();
             let mut update = vec![T::ZERO; n];
             let mut job = asked.job(program, per_leaf);
