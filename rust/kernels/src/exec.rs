@@ -8,8 +8,10 @@
 //! the stage is small); a task walks its range in blocks (`CHUNK` elements, or
 //! `SHORT_CHUNK` when the stage streams from L3 or memory) that stay in L1
 //! while every rule of the segment runs over them, the last one straight into
-//! `x`. A task of one rule from the gradient to `x` (most steps) needs no
-//! block: one loop reads the gradient and writes `x` (`from_grad_to_x`).
+//! `x`. A task that ends in `x` with one rule, or with rules before it that
+//! keep no state (`ClipGrad`, `WeightDecay`, `SignDecay` and a norm's factor,
+//! see `Prelude`), needs no block: one loop reads the gradient and writes `x`
+//! (`straight_to_x`).
 //!
 //! Most steps have no norm: one stage, nothing kept between stages, and when no
 //! leaf is larger than a task every job is one task that lends its own arrays

@@ -71,7 +71,7 @@ impl ClipNorm {
                 // `v / 1.0` is `v`: without a scale, no division per element
                 // (the costliest instruction here), and the same sums.
                 match (p, scale == 1.0) {
-                    (2.0, true) => lane_sum(b, |v| v * v),
+                    (2.0, true) => crate::simd::sum_of_squares(b),
                     (2.0, false) => lane_sum(b, |v| (v / scale) * (v / scale)),
                     (1.0, true) => lane_sum(b, f64::abs),
                     (1.0, false) => lane_sum(b, |v| (v / scale).abs()),
@@ -153,7 +153,21 @@ fn fold<T: Float>(b: &[T], init: f64, f: impl Fn(f64, f64) -> f64) -> f64 {
     b.iter().fold(init, |a, v| f(a, v.to_f64()))
 }
 
-/// Sum `f(v)` over a block in `LANES` interleaved accumulators, combined in order.
+/// Σ v², as `lane_sum` sums it: the usual norm (`p` = 2), which
+/// `simd::sum_of_squares` compiles for each instruction set.
+#[inline(always)]
+pub(crate) fn sum_of_squares<T: Float>(b: &[T]) -> f64 {
+    lane_sum(b, square)
+}
+
+#[inline(always)]
+fn square(v: f64) -> f64 {
+    v * v
+}
+
+/// Sum `f(v)` over a block in `LANES` interleaved accumulators, combined in
+/// order (the same bits whatever the width of the vectors).
+#[inline(always)]
 fn lane_sum<T: Float>(b: &[T], f: impl Fn(f64) -> f64) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let whole = b.chunks_exact(LANES);

@@ -35,19 +35,26 @@ impl<T: Float> Prelude<T> {
             scale,
             ..Self::default()
         };
+        // Each part at most once, in the order clip, decay, sign: the next
+        // rule may only take a part after those already taken.
+        let mut next = 0;
         for rule in before {
-            // Each part at most once, and none after a later part.
-            let later_taken = |p: &Self, rank: u8| match rank {
-                0 => p.clip.is_some() || p.decay.is_some() || p.sign.is_some(),
-                1 => p.decay.is_some() || p.sign.is_some(),
-                _ => p.sign.is_some(),
-            };
-            match *rule {
-                Bound::ClipGrad(r) if !later_taken(&prelude, 0) => prelude.clip = Some(r),
-                Bound::WeightDecay(r) if !later_taken(&prelude, 1) => prelude.decay = Some(r),
-                Bound::SignDecay(r) if !later_taken(&prelude, 2) => prelude.sign = Some(r),
+            let part = match *rule {
+                Bound::ClipGrad(r) if next <= 0 => {
+                    prelude.clip = Some(r);
+                    0
+                }
+                Bound::WeightDecay(r) if next <= 1 => {
+                    prelude.decay = Some(r);
+                    1
+                }
+                Bound::SignDecay(r) if next <= 2 => {
+                    prelude.sign = Some(r);
+                    2
+                }
                 _ => return None,
-            }
+            };
+            next = part + 1;
         }
         Some(prelude)
     }
