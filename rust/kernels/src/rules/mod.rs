@@ -74,10 +74,9 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         // alias the stores (as far as the compiler knows), and Rprop's were
         // gathered again for every vector of elements, at twice the time.
         let rule = *self;
-        let state = state.each_mut().map(|s| s.as_mut_ptr());
         for i in 0..n {
             // SAFETY: `i < n`, the length of every state array (asserted).
-            let here = unsafe { element(&state, i) };
+            let here = unsafe { element(&mut state, i) };
             dx[i] = rule.update(x[i], dx[i], here);
         }
     }
@@ -90,11 +89,10 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         let n = x.len();
         assert!(g.len() == n && state.iter().all(|s| s.len() == n));
         let rule = *self; // see `apply`
-        let state = state.each_mut().map(|s| s.as_mut_ptr());
         for i in 0..n {
             let x0 = x[i];
             // SAFETY: `i < n`, the length of every state array (asserted).
-            let here = unsafe { element(&state, i) };
+            let here = unsafe { element(&mut state, i) };
             x[i] = x0 - rule.update(x0, g[i], here);
         }
     }
@@ -106,31 +104,30 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         let n = x.len();
         assert!(g.len() == n && state.iter().all(|s| s.len() == n));
         let (rule, before) = (*self, *before); // see `apply`
-        let state = state.each_mut().map(|s| s.as_mut_ptr());
         for i in 0..n {
             let x0 = x[i];
             let d = before.apply(x0, g[i]);
             // SAFETY: `i < n`, the length of every state array (asserted).
-            let here = unsafe { element(&state, i) };
+            let here = unsafe { element(&mut state, i) };
             x[i] = x0 - rule.update(x0, d, here);
         }
     }
 }
 
-/// Element `i` of each of the `N` state arrays that `state` points into.
+/// Element `i` of each of the `N` state arrays.
 ///
-/// Indexed as `state.each_mut().map(|s| &mut s[i])`, the loops kept a bounds
-/// check LLVM could not lift, and a loop that can leave early must finish in
-/// scalar code: the last 1 to 16 elements of every call ran one at a time
-/// (for Adam, a division and a root each).
+/// Indexed as `&mut s[i]`, the loops kept a bounds check LLVM could not lift,
+/// and a loop that can leave early must finish in scalar code: the last 1 to
+/// 16 elements of every call ran one at a time (for Adam, a division and a
+/// root each). Raw pointers instead lost what LLVM knew of the arrays'
+/// aliasing, and Momentum's loop was no longer vectorised at all.
 ///
 /// # Safety
-/// Every pointer must come from a distinct mutable slice, borrowed for as
-/// long as the references returned live, of more than `i` elements.
+/// `i` must be less than the length of every array.
 #[inline(always)]
-unsafe fn element<'s, T, const N: usize>(state: &[*mut T; N], i: usize) -> [&'s mut T; N] {
-    // SAFETY: in bounds and unaliased, as the caller promises.
-    state.map(|s| unsafe { &mut *s.add(i) })
+unsafe fn element<'s, T, const N: usize>(state: &'s mut [&mut [T]; N], i: usize) -> [&'s mut T; N] {
+    // SAFETY: `i` is in bounds, as the caller promises.
+    state.each_mut().map(|s| unsafe { s.get_unchecked_mut(i) })
 }
 
 /// The `range` of each of the `N` state arrays in `state`.
