@@ -729,8 +729,10 @@ fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
     copy(dst_pieces.into_remainder(), src_pieces.remainder());
 }
 
-/// One task, block by block: load the gradient block, run the segment's rules
-/// over it, then subtract it from `x` or keep it for the next stage.
+/// One task: straight from the input into `x` when it can (see
+/// `straight_to_x`), else block by block: load the input block, run the
+/// segment's rules over it, then subtract it from `x` or keep it for the next
+/// stage.
 #[inline(always)]
 pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
     if task.output == Output::X {

@@ -94,55 +94,45 @@ pub fn set_active(isa: Isa) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// `$f($arg)`, a function generic over `T: Float`, compiled again for AVX2
+/// and AVX-512 and run at `$isa`: each use is a call, not a closure, since
+/// closures do not take on the instruction set of the function around them.
+macro_rules! at_level {
+    ($isa:expr, $f:path, $arg:ident: $ty:ty => $ret:ty) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+            fn avx512<T: Float>($arg: $ty) -> $ret {
+                $f($arg)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2<T: Float>($arg: $ty) -> $ret {
+                $f($arg)
+            }
+            match $isa {
+                // SAFETY: the level is `detect()` or a lower one (`set_active`
+                // checks), so this CPU has every feature the function was
+                // compiled for.
+                Isa::Avx512 => return unsafe { avx512($arg) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { avx2($arg) },
+                Isa::Baseline => {}
+            }
+        }
+        $f($arg)
+    }};
+}
+
 /// Run one task with the loops compiled for `isa`.
 pub(crate) fn process<T: Float>(isa: Isa, task: &mut Task<'_, '_, T>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-        fn avx512<T: Float>(task: &mut Task<'_, '_, T>) {
-            process_generic(task);
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Float>(task: &mut Task<'_, '_, T>) {
-            process_generic(task);
-        }
-        match isa {
-            // SAFETY: `isa` is `detect()` or a lower level (`set_active` checks),
-            // so this CPU has every feature the function was compiled for.
-            Isa::Avx512 => return unsafe { avx512(task) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { avx2(task) },
-            Isa::Baseline => {}
-        }
-    }
-    let _ = isa;
-    process_generic(task);
+    at_level!(isa, process_generic, task: &mut Task<'_, '_, T> => ());
 }
 
 /// Σ v² over `b` (see `norm::sum_of_squares`), with the loop compiled for
 /// the level in use: a norm reads each element once, and in baseline code
 /// converting and squaring took a third of Adam's time again.
 pub(crate) fn sum_of_squares<T: Float>(b: &[T]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-        fn avx512<T: Float>(b: &[T]) -> f64 {
-            crate::norm::sum_of_squares(b)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Float>(b: &[T]) -> f64 {
-            crate::norm::sum_of_squares(b)
-        }
-        match active() {
-            // SAFETY: `active()` is `detect()` or a lower level (`set_active`
-            // checks), so this CPU has every feature the function was compiled for.
-            Isa::Avx512 => return unsafe { avx512(b) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { avx2(b) },
-            Isa::Baseline => {}
-        }
-    }
-    crate::norm::sum_of_squares(b)
+    at_level!(active(), crate::norm::sum_of_squares, b: &[T] => f64)
 }
 
 /// Hint the cache to fetch `data[range]` (clipped to `data`), one request per

@@ -5,7 +5,9 @@
 //! element (`update`): from `x`, its gradient and its `N` state values. The
 //! loops over arrays are shared: `apply` rewrites a block of gradients into
 //! updates, which the next rule of a chain receives, and `descend` subtracts
-//! the updates from `x` as it goes, for a rule alone or the last of a chain.
+//! the updates from `x` as it goes, for a rule alone or the last of a chain;
+//! `descend_after` first passes each gradient through the rules before it,
+//! when those keep no state (see `prelude`).
 //!
 //! Adding a rule: its own file, one line in `registry!` below, one line in the
 //! Python rule table.
