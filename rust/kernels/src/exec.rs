@@ -23,7 +23,7 @@ use std::ops::Range;
 use crate::error::KernelError;
 use crate::float::{Float, Half};
 use crate::program::{BoundOp, Plans, Program};
-use crate::rules::prelude::Prelude;
+use crate::rules::prelude::{Before, Nothing, Prelude, WithParts};
 use crate::{simd, spare, threads};
 
 /// Elements per block: the gradient block lives in a stack buffer this long.
@@ -824,7 +824,8 @@ fn run_ops<T: Float>(
         op.rule.apply(x, d, &mut states[op.states.clone()], range);
     }
     if let Some(op) = last {
-        op.rule.descend(x, d, &mut states[op.states.clone()], range);
+        op.rule
+            .descend(x, d, &mut states[op.states.clone()], range, &Nothing::NONE);
     }
 }
 
@@ -854,7 +855,8 @@ fn straight_to_x<T: Float>(last: &BoundOp<T>, before: &Prelude<T>, task: &mut Ta
     }
 }
 
-/// `last` over the stretch `range`, from `g` (after `before`) into `x`.
+/// `last` over the stretch `range`, from `g` (after `before`) into `x`, in
+/// the loop compiled for the prelude's shape (see `Prelude::with_parts`).
 /// Not a closure: closures do not take on the instruction set of the
 /// function they are written in, and this one was called, not inlined.
 #[inline(always)]
@@ -866,10 +868,32 @@ fn descend<T: Float>(
     states: &mut [&mut [T]],
     range: &Range<usize>,
 ) {
-    if before.is_empty() {
-        last.rule.descend(x, g, states, range);
-    } else {
-        last.rule.descend_after(x, g, states, range, before);
+    before.with_parts(Descend {
+        last,
+        x,
+        g,
+        states,
+        range,
+    });
+}
+
+/// The arguments of `descend`, waiting for the prelude's type.
+struct Descend<'d, 's, T> {
+    last: &'d BoundOp<T>,
+    x: &'d mut [T],
+    g: &'d [T],
+    states: &'d mut [&'s mut [T]],
+    range: &'d Range<usize>,
+}
+
+impl<T: Float> WithParts<T> for Descend<'_, '_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<P: Before<T>>(self, before: &P) {
+        self.last
+            .rule
+            .descend(self.x, self.g, self.states, self.range, before);
     }
 }
 

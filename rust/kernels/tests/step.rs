@@ -382,6 +382,11 @@ fn in_place_is_x_minus_the_update<T: optimisers_kernels::Float>() {
             Kind::Adam,
         ),
         (vec![rule(Kind::SignDecay, &[0.1])], Kind::Momentum),
+        // The shapes compiled as `Parts`: a norm's factor, `ClipGrad` or
+        // `WeightDecay` alone (and both, first above).
+        (vec![clip_norm()], Kind::NAdam),
+        (vec![rule(Kind::ClipGrad, &[0.5])], Kind::Nesterov),
+        (vec![rule(Kind::WeightDecay, &[0.1])], Kind::AdaBelief),
         (
             vec![clip_norm(), rule(Kind::ClipGrad, &[0.5])],
             Kind::Descent,

@@ -5,9 +5,9 @@
 //! element (`update`): from `x`, its gradient and its `N` state values. The
 //! loops over arrays are shared: `apply` rewrites a block of gradients into
 //! updates, which the next rule of a chain receives, and `descend` subtracts
-//! the updates from `x` as it goes, for a rule alone or the last of a chain;
-//! `descend_after` first passes each gradient through the rules before it,
-//! when those keep no state (see `prelude`).
+//! the updates from `x` as it goes, for a rule alone or the last of a chain,
+//! first passing each gradient through the rules before it when those keep
+//! no state (see `prelude`).
 //!
 //! Adding a rule: its own file, one line in `registry!` below, one line in the
 //! Python rule table.
@@ -21,7 +21,7 @@
 use std::ops::Range;
 
 use crate::float::Float;
-use crate::rules::prelude::Prelude;
+use crate::rules::prelude::Before;
 
 pub mod accum_grad;
 pub mod adabelief;
@@ -83,26 +83,12 @@ pub trait Rule<T: Float, const N: usize>: Copy {
         }
     }
 
-    /// `x -= update`, from the gradient `g`, in one loop: a program of this
-    /// rule alone needs no block of updates in between (1,000 arrays of 1,000
-    /// float32s, Adam, timed in turn with the blocks: 0.70-0.78x).
+    /// `x -= update`, from the gradient `g` passed through `before` (a
+    /// chain's rules before this one, see `prelude`; `Nothing` for a rule
+    /// alone), in one loop: no block of updates in between (1,000 arrays of
+    /// 1,000 float32s, Adam, timed in turn with the blocks: 0.70-0.78x).
     #[inline(always)]
-    fn descend(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N]) {
-        let n = x.len();
-        assert!(g.len() == n && state.iter().all(|s| s.len() == n));
-        let rule = *self; // see `apply`
-        for i in 0..n {
-            let x0 = x[i];
-            // SAFETY: `i < n`, the length of every state array (asserted).
-            let here = unsafe { element(&mut state, i) };
-            x[i] = x0 - rule.update(x0, g[i], here);
-        }
-    }
-
-    /// As `descend`, with each gradient first passed through `before` (a
-    /// chain's rules before this one, see `Prelude`).
-    #[inline(always)]
-    fn descend_after(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N], before: &Prelude<T>) {
+    fn descend<P: Before<T>>(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N], before: &P) {
         let n = x.len();
         assert!(g.len() == n && state.iter().all(|s| s.len() == n));
         let (rule, before) = (*self, *before); // see `apply`
@@ -203,24 +189,19 @@ macro_rules! registry {
                 match self { $(Bound::$kind(rule) => rule.apply(x, dx, blocks::<T, $n>(state, range))),* }
             }
 
-            /// `descend_after` over the block `range` (see `Prelude`).
+            /// `x -= update` over the block `range` of this leaf, from the
+            /// gradient `g` passed through `before`: `x` and `g` are that
+            /// block, `state` as for `apply`.
             #[inline(always)]
-            pub fn descend_after(
+            pub fn descend<P: Before<T>>(
                 &self,
                 x: &mut [T],
                 g: &[T],
                 state: &mut [&mut [T]],
                 range: &Range<usize>,
-                before: &Prelude<T>,
+                before: &P,
             ) {
-                match self { $(Bound::$kind(rule) => rule.descend_after(x, g, blocks::<T, $n>(state, range), before)),* }
-            }
-
-            /// `x -= update` over the block `range` of this leaf, from the
-            /// gradient `g`: `x` and `g` are that block, `state` as for `apply`.
-            #[inline(always)]
-            pub fn descend(&self, x: &mut [T], g: &[T], state: &mut [&mut [T]], range: &Range<usize>) {
-                match self { $(Bound::$kind(rule) => rule.descend(x, g, blocks::<T, $n>(state, range))),* }
+                match self { $(Bound::$kind(rule) => rule.descend(x, g, blocks::<T, $n>(state, range), before)),* }
             }
         }
     };
