@@ -40,14 +40,42 @@ pub fn take<Kept: 'static, A>(len: usize) -> Vec<A> {
     list
 }
 
+/// Lists of one type kept at most: a step holds up to three of one type at
+/// once (the Python layer's job indices and the plans' segment ends).
+const PER_TYPE: usize = 4;
+
 /// Keep a long `list`'s allocation, emptied, as a `Kept` list (`A` with
-/// `'static` lifetimes) for the next [`take`] on this thread.
+/// `'static` lifetimes) for the next [`take`] on this thread. At most
+/// `PER_TYPE` lists of a type are kept, the longest: a list can come back
+/// longer than it was taken (a few leaves cut into hundreds of tasks), and one
+/// given each step but taken afresh, because it was asked for short, grew the
+/// store without end (50 KiB a step on one array of 2^25, and each `take`
+/// slower).
 pub fn give<Kept: 'static, A>(list: Vec<A>) {
     if list.capacity() < KEEP_MIN {
         return;
     }
     let list: Vec<Kept> = recast(list);
-    SPARE.with(|spare| spare.borrow_mut().push(Box::new(list)));
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        let same = spare.iter().filter(|kept| kept.is::<Vec<Kept>>()).count();
+        if same < PER_TYPE {
+            spare.push(Box::new(list));
+        } else if let Some(shortest) = spare
+            .iter_mut()
+            .filter_map(|kept| kept.downcast_mut::<Vec<Kept>>())
+            .min_by_key(|kept| kept.capacity())
+            .filter(|kept| kept.capacity() < list.capacity())
+        {
+            *shortest = list;
+        }
+    });
+}
+
+/// How many lists this thread keeps (at most `PER_TYPE` of a type): for tests.
+#[must_use]
+pub fn kept() -> usize {
+    SPARE.with(|spare| spare.borrow().len())
 }
 
 /// `list` emptied, as a list of `B`: the same allocation when `A` and `B` have
@@ -85,5 +113,23 @@ mod tests {
         // A short list is not kept.
         give::<Kept, _>(Vec::<&[f32]>::with_capacity(10));
         assert_eq!(take::<Kept, &[f32]>(KEEP_MIN).capacity(), KEEP_MIN);
+    }
+
+    #[test]
+    fn a_few_lists_of_a_type_are_kept_the_longest() {
+        type Kept = &'static [u8];
+        let before = kept();
+        for k in 1..=3 * PER_TYPE {
+            give::<Kept, &[u8]>(Vec::with_capacity(KEEP_MIN * k));
+        }
+        assert_eq!(kept(), before + PER_TYPE);
+        let longest = (0..PER_TYPE).map(|_| take::<Kept, &[u8]>(KEEP_MIN).capacity());
+        let mut longest: Vec<usize> = longest.collect();
+        longest.sort_unstable();
+        let want: Vec<usize> = (2 * PER_TYPE + 1..=3 * PER_TYPE)
+            .map(|k| KEEP_MIN * k)
+            .collect();
+        assert_eq!(longest, want);
+        assert_eq!(kept(), before);
     }
 }

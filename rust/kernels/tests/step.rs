@@ -514,3 +514,40 @@ fn streaming_passes_give_the_same_bits() {
         assert_same(&whole, &pieces, &format!("{kind:?} streaming"));
     }
 }
+
+/// The lists a step keeps for the next one (`spare`) stay as many however
+/// many steps run: a list given back each step but not taken again (the
+/// plans' norms, asked for empty) once piled up without end.
+#[test]
+fn steps_keep_a_fixed_number_of_lists() {
+    let program = Program::new(vec![
+        Step::ClipNorm(ClipNorm {
+            omega: 1.0,
+            p: 2.0,
+            throw: false,
+        }),
+        rule(Kind::Adam, &[0.01, 0.9, 0.999, 1e-8]),
+    ])
+    .unwrap();
+    let per_leaf = [0.9, 0.999];
+    let mut leaves: Vec<Leaf<f32>> = (0..300).map(|k| Leaf::new(4, 2, k)).collect();
+    let mut kept = Vec::new();
+    for _ in 0..20 {
+        let mut jobs: Vec<Job<f32>> = leaves
+            .iter_mut()
+            .map(|leaf| Job {
+                x: &mut leaf.x,
+                grad: &leaf.grad,
+                states: leaf.states.iter_mut().map(Vec::as_mut_slice).collect(),
+                program: &program,
+                per_leaf: &per_leaf,
+                update: None,
+            })
+            .collect();
+        step(&mut jobs).unwrap();
+        kept.push(optimisers_kernels::spare::kept());
+    }
+    // A few lists of a type may be kept (see `spare::give`), then no more.
+    assert!(kept[0] > 0, "a step of 300 leaves keeps its lists");
+    assert!(kept[10..].iter().all(|&k| k == kept[10]), "{kept:?}");
+}
