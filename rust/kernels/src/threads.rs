@@ -288,10 +288,13 @@ pub fn wake() {
 /// not fixed, so `f` must give the same result on any of them. A panic in `f`
 /// on a helper is re-raised here once every item is done.
 pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
-    let Some(shared) = helpers().filter(|_| items.len() > 1) else {
+    if items.len() < 2 || num_threads() < 2 {
         items.iter_mut().for_each(f);
         return;
-    };
+    }
+    // `CALLER` first: `helpers` rebuilds the pool when the thread count has
+    // changed, and joins the old helpers, so it must not run inside a task
+    // (on a helper, it would join itself).
     let _serving = match CALLER.try_lock() {
         Ok(guard) => guard,
         // A panic re-raised by an earlier call poisoned it; it guards no data.
@@ -300,6 +303,10 @@ pub fn for_each<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
             items.iter_mut().for_each(f);
             return;
         }
+    };
+    let Some(shared) = helpers() else {
+        items.iter_mut().for_each(f);
+        return;
     };
     let base = SendPtr(items.as_mut_ptr());
     let call = move |i: usize| {
@@ -425,6 +432,38 @@ mod tests {
         for (i, inner) in outer.iter().enumerate() {
             assert!(inner.iter().all(|&x| x == 2 * i as u64));
         }
+    }
+
+    /// A `for_each` inside a helper's task, after the thread count changed
+    /// (another thread set it): it must not rebuild the pool, which would
+    /// have the helper join itself (a panic).
+    #[test]
+    fn a_for_each_on_a_helper_keeps_the_pool() {
+        let on_helper = || {
+            let me = std::thread::current();
+            me.name()
+                .is_some_and(|n| n.starts_with("optimisers-helper"))
+        };
+        let mut served = false;
+        for _ in 0..20 {
+            set_num_threads(2).unwrap();
+            let mut outer: Vec<(bool, Vec<u64>)> = (0..4).map(|i| (false, vec![i; 10])).collect();
+            for_each(&mut outer, |(helped, inner)| {
+                std::thread::sleep(Duration::from_millis(1));
+                if on_helper() {
+                    *helped = true;
+                    set_num_threads(3).unwrap();
+                    for_each(inner, |x| *x += 1);
+                }
+            });
+            for (i, (helped, inner)) in outer.iter().enumerate() {
+                let want = i as u64 + u64::from(*helped);
+                assert!(inner.iter().all(|&x| x == want));
+            }
+            served |= outer.iter().any(|(helped, _)| *helped);
+        }
+        set_num_threads(2).unwrap();
+        assert!(served, "the helper never took a task");
     }
 
     #[test]
