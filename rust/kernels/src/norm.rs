@@ -10,7 +10,10 @@ use crate::threads;
 
 /// Elements per partial sum; fixed so that the result never depends on threads.
 const NORM_BLOCK: usize = 16 * 1024;
-const LANES: usize = 8;
+/// Accumulators per block: four 512-bit vectors of f64, so that the adds of
+/// a block in cache do not wait on each other (with one vector, 8 lanes, the
+/// norm took a quarter of Adam's time in float32).
+const LANES: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClipNorm {

@@ -551,3 +551,49 @@ fn steps_keep_a_fixed_number_of_lists() {
     assert!(kept[0] > 0, "a step of 300 leaves keeps its lists");
     assert!(kept[10..].iter().all(|&k| k == kept[10]), "{kept:?}");
 }
+
+/// A batch of small leaves whose norms cannot fail takes each leaf's norm in
+/// its task, in one pass; with `throw` set every norm comes first, in a stage
+/// of its own. Both give the same bits, for leaves of every size (the largest
+/// are cut into tasks, and then the stages run either way), next to a leaf
+/// of another rule with no norm.
+fn norms_in_one_pass_or_in_stages<T: optimisers_kernels::Float>() {
+    let adam = rule(Kind::Adam, &[0.01, 0.9, 0.999, 1e-8]);
+    let (descent, _) = program(Kind::Descent);
+    for p in [2.0, 1.0, f64::INFINITY, 3.0] {
+        let clipped = |throw| {
+            let clip = ClipNorm {
+                omega: 0.5,
+                p,
+                throw,
+            };
+            Program::new(vec![Step::ClipNorm(clip), adam.clone()]).unwrap()
+        };
+        let per_leaf = [0.9, 0.999];
+        for n in [1, 1031, 70_001] {
+            let run = |program: &Program| {
+                let mut leaves: Vec<Leaf<T>> = (0..4).map(|k| Leaf::new(n, 2, k)).collect();
+                let mut other = Leaf::<T>::new(n, 0, 9);
+                let mut jobs: Vec<Job<T>> = leaves
+                    .iter_mut()
+                    .map(|l| l.job(program, &per_leaf))
+                    .collect();
+                jobs.push(other.job(&descent, &[]));
+                step(&mut jobs).unwrap();
+                drop(jobs);
+                leaves.push(other);
+                leaves
+            };
+            let (one_pass, staged) = (run(&clipped(false)), run(&clipped(true)));
+            for (a, b) in one_pass.iter().zip(&staged) {
+                assert_same(a, b, &format!("p={p} n={n}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_norm_has_the_same_bits_in_one_pass_and_in_stages() {
+    norms_in_one_pass_or_in_stages::<f32>();
+    norms_in_one_pass_or_in_stages::<f64>();
+}
