@@ -243,6 +243,9 @@ pub fn step_mixed(
 fn run_batches(batches: &mut [&mut dyn Stages]) -> Result<(), KernelError> {
     if batches.iter().all(|b| b.one_pass()) {
         for b in batches.iter_mut() {
+            b.norms_first()?;
+        }
+        for b in batches.iter_mut() {
             b.only_pass();
         }
         return Ok(());
@@ -262,12 +265,15 @@ fn run_batches(batches: &mut [&mut dyn Stages]) -> Result<(), KernelError> {
 trait Stages {
     fn stages(&self) -> usize;
     /// Whether `only_pass` can take this batch's step: every job is one task,
-    /// and its program is one segment, or a norm of the gradient that cannot
-    /// fail (`throw` unset) and then one segment. Each task then takes its own
-    /// norm, while the gradient is in cache, and steps; no norm waits for
-    /// another leaf's (1,000 arrays of 1,000, `ClipNorm` then Adam: the
-    /// stages cost 1.6-1.9x Adam alone).
+    /// and its program is one segment, or a norm of the gradient and then one
+    /// segment. A task then takes its own norm, while the gradient is in
+    /// cache, and steps; no norm waits for another leaf's (1,000 arrays of
+    /// 1,000, `ClipNorm` then Adam: the stages cost 1.6-1.9x Adam alone). Only
+    /// the norms that can fail (`throw`) come first (`norms_first`).
     fn one_pass(&self) -> bool;
+    /// The norms of a one-pass step that can fail, all before any task
+    /// writes: an error if one does.
+    fn norms_first(&mut self) -> Result<(), KernelError>;
     /// The step of a batch that can take it in one pass (see `one_pass`):
     /// one task per job, lending the job's own arrays.
     fn only_pass(&mut self);
@@ -280,6 +286,9 @@ struct Batch<'j, 'a, T: Float> {
     jobs: &'j mut [Job<'a, T>],
     plans: Plans<T>,
     flows: Vec<Flow<T>>,
+    /// Per job, the factor of a norm taken before a one-pass step (empty when
+    /// there is none; see `Stages::norms_first`).
+    scales: Vec<Option<T>>,
     /// Number of this batch's first job in errors.
     first: usize,
 }
@@ -297,6 +306,7 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
             jobs,
             plans,
             flows: Vec::new(),
+            scales: Vec::new(),
             first,
         })
     }
@@ -305,6 +315,7 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
 impl<T: Float> Drop for Batch<'_, '_, T> {
     fn drop(&mut self) {
         spare::give::<Flow<T>, _>(std::mem::take(&mut self.flows));
+        spare::give::<Option<T>, _>(std::mem::take(&mut self.scales));
     }
 }
 
@@ -323,13 +334,29 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
             job.x.len() <= task
                 && match self.plans.segments(j) {
                     1 => true,
-                    2 => {
-                        self.plans.segment(j, 0).is_empty()
-                            && self.plans.norm(j, 0).is_some_and(|clip| !clip.throw)
-                    }
+                    2 => self.plans.segment(j, 0).is_empty(),
                     _ => false,
                 }
         })
+    }
+
+    fn norms_first(&mut self) -> Result<(), KernelError> {
+        let mut wanted = Vec::new();
+        for (j, job) in self.jobs.iter().enumerate() {
+            if let Some(clip) = self.plans.norm(j, 0).filter(|clip| clip.throw) {
+                wanted.push(Wanted::new(j, clip, job.grad));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        take_norms(&mut wanted);
+        self.scales = spare::take::<Option<T>, _>(self.jobs.len());
+        self.scales.resize(self.jobs.len(), None);
+        for w in &wanted {
+            self.scales[w.job] = Some(w.factor(self.first)?);
+        }
+        Ok(())
     }
 
     fn only_pass(&mut self) {
@@ -345,7 +372,8 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
             let last = self.plans.segments(j) - 1;
             tasks.push(Task {
                 ops: self.plans.segment(j, last),
-                norm: self.plans.norm(j, 0).copied(),
+                // A norm that can fail was taken first, one that cannot is the task's.
+                norm: self.plans.norm(j, 0).filter(|clip| !clip.throw).copied(),
                 x: &mut *job.x,
                 grad: job.grad,
                 tmp: &mut [],
@@ -355,7 +383,7 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                 },
                 states: &mut job.states[..],
                 input: Input::Grad,
-                scale: None,
+                scale: self.scales.get(j).copied().flatten(),
                 output,
                 prefetch,
                 block,
@@ -379,8 +407,6 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError> {
-        // Every norm of this stage, then one parallel region over all of them
-        // (each norm is the same whichever thread takes it).
         let mut wanted = Vec::new();
         for (j, (flow, job)) in self.flows.iter().zip(self.jobs.iter()).enumerate() {
             let Some(k) = (stage + self.plans.segments(j)).checked_sub(stages) else {
@@ -391,45 +417,66 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                     Input::Grad => job.grad,
                     Input::Tmp => &flow.tmp[..],
                 };
-                wanted.push((j, *clip, dx));
+                wanted.push(Wanted::new(j, clip, dx));
             }
         }
-        let total: usize = wanted.iter().map(|(_, _, dx)| dx.len()).sum();
-        let norms: Vec<f64> = if total >= PARALLEL_MIN && threads::num_threads() > 1 {
-            // One leaf's norm also runs in parallel when it is the only one
-            // (`for_each` does not nest: inside it, norms run on their thread).
-            let mut norms: Vec<(&ClipNorm, &[T], f64)> = wanted
-                .iter()
-                .map(|(_, clip, dx)| (clip, *dx, 0.0))
-                .collect();
-            threads::for_each(&mut norms, |(clip, dx, norm)| {
-                *norm = clip.norm(dx, dx.len() >= PARALLEL_MIN);
-            });
-            norms.into_iter().map(|(_, _, norm)| norm).collect()
-        } else {
-            wanted
-                .iter()
-                .map(|(_, clip, dx)| clip.norm(dx, false))
-                .collect()
-        };
+        take_norms(&mut wanted);
         let scales: Vec<(usize, Result<T, KernelError>)> = wanted
             .iter()
-            .zip(norms)
-            .map(|((j, clip, _), norm)| {
-                let factor = clip
-                    .factor(norm)
-                    .map_err(|norm| KernelError::NonFiniteNorm {
-                        job: self.first + j,
-                        p: clip.p,
-                        norm,
-                    });
-                (*j, factor)
-            })
+            .map(|w| (w.job, w.factor(self.first)))
             .collect();
         for (j, factor) in scales {
             self.flows[j].scale = Some(factor?);
         }
         Ok(())
+    }
+}
+
+/// A norm to take: of job `job`'s input `dx`.
+struct Wanted<'a, T> {
+    job: usize,
+    clip: ClipNorm,
+    dx: &'a [T],
+    norm: f64,
+}
+
+impl<'a, T: Float> Wanted<'a, T> {
+    fn new(job: usize, clip: &ClipNorm, dx: &'a [T]) -> Self {
+        Self {
+            job,
+            clip: *clip,
+            dx,
+            norm: 0.0,
+        }
+    }
+
+    /// The factor of the norm taken, or the error that names the job (the
+    /// batch's jobs are numbered from `first`).
+    fn factor(&self, first: usize) -> Result<T, KernelError> {
+        self.clip
+            .factor(self.norm)
+            .map_err(|norm| KernelError::NonFiniteNorm {
+                job: first + self.job,
+                p: self.clip.p,
+                norm,
+            })
+    }
+}
+
+/// Take every wanted norm, in one parallel region when there is enough to sum
+/// (each norm is the same whichever thread takes it).
+fn take_norms<T: Float>(wanted: &mut [Wanted<'_, T>]) {
+    let total: usize = wanted.iter().map(|w| w.dx.len()).sum();
+    if total >= PARALLEL_MIN && threads::num_threads() > 1 {
+        // One leaf's norm also runs in parallel when it is the only one
+        // (`for_each` does not nest: inside it, norms run on their thread).
+        threads::for_each(wanted, |w| {
+            w.norm = w.clip.norm(w.dx, w.dx.len() >= PARALLEL_MIN);
+        });
+    } else {
+        for w in wanted {
+            w.norm = w.clip.norm(w.dx, false);
+        }
     }
 }
 

@@ -552,22 +552,25 @@ fn steps_keep_a_fixed_number_of_lists() {
     assert!(kept[10..].iter().all(|&k| k == kept[10]), "{kept:?}");
 }
 
-/// A batch of small leaves whose norms cannot fail takes each leaf's norm in
-/// its task, in one pass; with `throw` set every norm comes first, in a stage
-/// of its own. Both give the same bits, for leaves of every size (the largest
-/// are cut into tasks, and then the stages run either way), next to a leaf
-/// of another rule with no norm.
+/// A batch of small leaves steps in one pass: a norm that cannot fail is
+/// taken in its leaf's task, one that can (`throw`) before any task runs.
+/// After a rule (here `ClipGrad(∞)`, which changes no finite value), a norm
+/// needs stages. All three give the same bits, for leaves of every size (the
+/// largest are cut into tasks, and then the stages run either way), next to
+/// a leaf of another rule with no norm.
 fn norms_in_one_pass_or_in_stages<T: optimisers_kernels::Float>() {
     let adam = rule(Kind::Adam, &[0.01, 0.9, 0.999, 1e-8]);
     let (descent, _) = program(Kind::Descent);
     for p in [2.0, 1.0, f64::INFINITY, 3.0] {
-        let clipped = |throw| {
-            let clip = ClipNorm {
+        let clipped = |throw: bool, staged: bool| {
+            let clip = Step::ClipNorm(ClipNorm {
                 omega: 0.5,
                 p,
                 throw,
-            };
-            Program::new(vec![Step::ClipNorm(clip), adam.clone()]).unwrap()
+            });
+            let first = staged.then(|| rule(Kind::ClipGrad, &[f64::INFINITY]));
+            let steps = first.into_iter().chain([clip, adam.clone()]).collect();
+            Program::new(steps).unwrap()
         };
         let per_leaf = [0.9, 0.999];
         for n in [1, 1031, 70_001] {
@@ -584,9 +587,13 @@ fn norms_in_one_pass_or_in_stages<T: optimisers_kernels::Float>() {
                 leaves.push(other);
                 leaves
             };
-            let (one_pass, staged) = (run(&clipped(false)), run(&clipped(true)));
-            for (a, b) in one_pass.iter().zip(&staged) {
-                assert_same(a, b, &format!("p={p} n={n}"));
+            let in_tasks = run(&clipped(false, false));
+            for (throw, staged) in [(true, false), (false, true), (true, true)] {
+                let other_way = run(&clipped(throw, staged));
+                for (a, b) in in_tasks.iter().zip(&other_way) {
+                    let what = format!("p={p} n={n}, throw={throw}, staged={staged}");
+                    assert_same(a, b, &what);
+                }
             }
         }
     }
