@@ -14,10 +14,10 @@
 //! (`straight_to_x`).
 //!
 //! Most steps need no stages: when no leaf is larger than a task and no norm
-//! can fail or follows a rule, every job is one task that lends its own arrays
-//! and takes its own norm first, if it has one (`only_pass`): a step of
-//! thousands of small leaves builds one list, not five, and reads each
-//! gradient into cache once.
+//! follows a rule, every job is one task that lends its own arrays and takes
+//! its own norm first, if it has one (`only_pass`; a norm that can fail is
+//! taken before any task runs): a step of thousands of small leaves builds one
+//! list, not five, and reads each gradient into cache once.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -821,7 +821,7 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
         if let Some((last, before)) = task.ops.split_last() {
             let rules = before.iter().map(|op| &op.rule);
             if let Some(prelude) = Prelude::of(task.scale, rules) {
-                straight_to_x(last, &prelude, task);
+                prelude.with_parts(StraightToX { last, task });
                 return;
             }
         }
@@ -914,9 +914,15 @@ fn run_ops<T: Float>(
 /// A task that ends in `x` and whose rules before the last fit a `Prelude`
 /// (most steps: a rule alone, `ClipGrad`, `WeightDecay` and `ClipNorm` before
 /// one): one loop from the input to `x`, with no block of updates in between
-/// (see `Rule::descend`), prefetching as `process` does.
+/// (see `Rule::descend`), prefetching as `process` does. `before` is the
+/// prelude as the type its shape is compiled for (see `Prelude::with_parts`),
+/// chosen once per task, not per slice.
 #[inline(always)]
-fn straight_to_x<T: Float>(last: &BoundOp<T>, before: &Prelude<T>, task: &mut Task<'_, '_, T>) {
+fn straight_to_x<T: Float, P: Before<T>>(
+    last: &BoundOp<T>,
+    before: &P,
+    task: &mut Task<'_, '_, T>,
+) {
     let input = match task.input {
         Input::Grad => task.grad,
         Input::Tmp => &*task.tmp,
@@ -924,7 +930,7 @@ fn straight_to_x<T: Float>(last: &BoundOp<T>, before: &Prelude<T>, task: &mut Ta
     let states = &mut task.states[last.states.clone()];
     let len = task.x.len();
     if !task.prefetch {
-        descend(last, before, task.x, input, states, &(0..len));
+        last.rule.descend(task.x, input, states, &(0..len), before);
         return;
     }
     let mut at = 0;
@@ -932,50 +938,26 @@ fn straight_to_x<T: Float>(last: &BoundOp<T>, before: &Prelude<T>, task: &mut Ta
         let part = at..len.min(at + PREFETCH_SLICE);
         prefetch_ahead(&part, task.block, input, task.x, states);
         let x = &mut task.x[part.clone()];
-        descend(last, before, x, &input[part.clone()], states, &part);
+        last.rule
+            .descend(x, &input[part.clone()], states, &part, before);
         at = part.end;
     }
 }
 
-/// `last` over the stretch `range`, from `g` (after `before`) into `x`, in
-/// the loop compiled for the prelude's shape (see `Prelude::with_parts`).
-/// Not a closure: closures do not take on the instruction set of the
-/// function they are written in, and this one was called, not inlined.
-#[inline(always)]
-fn descend<T: Float>(
-    last: &BoundOp<T>,
-    before: &Prelude<T>,
-    x: &mut [T],
-    g: &[T],
-    states: &mut [&mut [T]],
-    range: &Range<usize>,
-) {
-    before.with_parts(Descend {
-        last,
-        x,
-        g,
-        states,
-        range,
-    });
+/// The arguments of `straight_to_x`, waiting for the prelude's type. Not a
+/// closure: closures do not take on the instruction set of the function they
+/// are written in, and one was called, not inlined.
+struct StraightToX<'a, 's, 't, T> {
+    last: &'a BoundOp<T>,
+    task: &'a mut Task<'s, 't, T>,
 }
 
-/// The arguments of `descend`, waiting for the prelude's type.
-struct Descend<'d, 's, T> {
-    last: &'d BoundOp<T>,
-    x: &'d mut [T],
-    g: &'d [T],
-    states: &'d mut [&'s mut [T]],
-    range: &'d Range<usize>,
-}
-
-impl<T: Float> WithParts<T> for Descend<'_, '_, T> {
+impl<T: Float> WithParts<T> for StraightToX<'_, '_, '_, T> {
     type Output = ();
 
     #[inline(always)]
     fn run<P: Before<T>>(self, before: &P) {
-        self.last
-            .rule
-            .descend(self.x, self.g, self.states, self.range, before);
+        straight_to_x(self.last, before, self.task);
     }
 }
 
