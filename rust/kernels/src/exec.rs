@@ -291,6 +291,8 @@ struct Batch<'j, 'a, T: Float> {
     scales: Vec<Option<T>>,
     /// Number of this batch's first job in errors.
     first: usize,
+    /// The elements of all its jobs.
+    elements: usize,
 }
 
 impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
@@ -299,8 +301,10 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
             job.check(first + i)?;
         }
         let mut plans = Plans::new(jobs.len());
+        let mut elements = 0;
         for job in jobs.iter() {
             job.program.bind_into(job.per_leaf, &mut plans);
+            elements += job.x.len();
         }
         Ok(Self {
             jobs,
@@ -308,6 +312,7 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
             flows: Vec::new(),
             scales: Vec::new(),
             first,
+            elements,
         })
     }
 }
@@ -328,8 +333,7 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn one_pass(&self) -> bool {
-        let total = self.jobs.iter().map(|job| job.x.len()).sum();
-        let (_, task) = task_len::<T>(total);
+        let (_, task) = task_len::<T>(self.elements);
         self.jobs.iter().enumerate().all(|(j, job)| {
             job.x.len() <= task
                 && match self.plans.segments(j) {
@@ -360,9 +364,8 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn only_pass(&mut self) {
-        let total = self.jobs.iter().map(|job| job.x.len()).sum();
-        let (parallel, _) = task_len::<T>(total);
-        let (prefetch, block) = memory_walk::<T>(total);
+        let (parallel, _) = task_len::<T>(self.elements);
+        let (prefetch, block) = memory_walk::<T>(self.elements);
         let mut tasks = spare::take::<Task<'static, 'static, T>, Task<'_, '_, T>>(self.jobs.len());
         for (j, job) in self.jobs.iter_mut().enumerate() {
             if job.x.is_empty() {
@@ -413,10 +416,7 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                 continue;
             };
             if let Some(clip) = self.plans.norm(j, k) {
-                let dx = match flow.input {
-                    Input::Grad => job.grad,
-                    Input::Tmp => &flow.tmp[..],
-                };
+                let dx = read(flow.input, job.grad, &flow.tmp);
                 wanted.push(Wanted::new(j, clip, dx));
             }
         }
@@ -484,6 +484,16 @@ fn take_norms<T: Float>(wanted: &mut [Wanted<'_, T>]) {
 enum Input {
     Grad,
     Tmp,
+}
+
+/// The array a pass reads its input from: the gradient, or the update
+/// materialised by the stage before.
+#[inline(always)]
+fn read<'s, T>(input: Input, grad: &'s [T], tmp: &'s [T]) -> &'s [T] {
+    match input {
+        Input::Grad => grad,
+        Input::Tmp => tmp,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -810,10 +820,7 @@ fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 #[inline(always)]
 pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
     if let Some(clip) = task.norm {
-        let input = match task.input {
-            Input::Grad => task.grad,
-            Input::Tmp => &*task.tmp,
-        };
+        let input = read(task.input, task.grad, task.tmp);
         let factor = clip.factor(clip.norm(input, false));
         task.scale = Some(factor.unwrap_or_else(|_| unreachable!("a task's norm cannot fail")));
     }
@@ -841,10 +848,7 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
         let range = start..len.min(start + step);
         let dx = load_block(
             &mut block,
-            match task.input {
-                Input::Grad => &task.grad[range.clone()],
-                Input::Tmp => &task.tmp[range.clone()],
-            },
+            &read(task.input, task.grad, task.tmp)[range.clone()],
         );
         if let Some(scale) = task.scale {
             for d in dx.iter_mut() {
@@ -861,10 +865,7 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
             let mut at = range.start;
             while at < range.end {
                 let part = at..range.end.min(at + PREFETCH_SLICE);
-                let input = match task.input {
-                    Input::Grad => task.grad,
-                    Input::Tmp => &*task.tmp,
-                };
+                let input = read(task.input, task.grad, task.tmp);
                 prefetch_ahead(&part, step, input, task.x, task.states);
                 let d = &mut dx[part.start - range.start..part.end - range.start];
                 let x = &mut task.x[part.clone()];
@@ -923,10 +924,7 @@ fn straight_to_x<T: Float, P: Before<T>>(
     before: &P,
     task: &mut Task<'_, '_, T>,
 ) {
-    let input = match task.input {
-        Input::Grad => task.grad,
-        Input::Tmp => &*task.tmp,
-    };
+    let input = read(task.input, task.grad, task.tmp);
     let states = &mut task.states[last.states.clone()];
     let len = task.x.len();
     if !task.prefetch {

@@ -535,14 +535,7 @@ fn steps_keep_a_fixed_number_of_lists() {
     for _ in 0..20 {
         let mut jobs: Vec<Job<f32>> = leaves
             .iter_mut()
-            .map(|leaf| Job {
-                x: &mut leaf.x,
-                grad: &leaf.grad,
-                states: leaf.states.iter_mut().map(Vec::as_mut_slice).collect(),
-                program: &program,
-                per_leaf: &per_leaf,
-                update: None,
-            })
+            .map(|leaf| leaf.job(&program, &per_leaf))
             .collect();
         step(&mut jobs).unwrap();
         kept.push(optimisers_kernels::spare::kept());
