@@ -3,8 +3,9 @@
 Large state arrays start 1, 2 or 3 KiB into a page, in turn, so that a
 leaf's state arrays do not share an offset in their pages with each other or
 with a parameter NumPy allocated (see `rules._state_array`). Small ones are
-packed into blocks shared by the whole `setup` (see `rules._Packed`). The
-values, shapes, dtypes and flags are those of plain arrays.
+packed into blocks shared by the whole `setup`, one set of blocks per state
+slot (see `rules._Packed`). The values, shapes, dtypes and flags are those of
+plain arrays.
 """
 
 import pickle
@@ -44,8 +45,9 @@ def test_zeros_and_filled_states_hold_their_values():
 
 
 def test_small_states_of_one_setup_are_packed():
-    """The small state arrays of one ``setup`` share a few blocks: each on a
-    cache line of its own, with the values and flags of a plain array."""
+    """The small state arrays of one ``setup`` share a few blocks, one per
+    state slot, in the order of the leaves: each on a cache line of its own,
+    with the values and flags of a plain array."""
     shapes = [(1000,), (3,), (7, 5), (1,), (250,), (1000,), ()]
     model = [np.ones(s, np.float32) for s in shapes] + [np.ones(s, np.float64) for s in shapes]
     state = O.setup(O.AMSGrad(), model)
@@ -60,8 +62,13 @@ def test_small_states_of_one_setup_are_packed():
     for i, a in enumerate(arrays):
         for b in arrays[i + 1 :]:
             assert not np.shares_memory(a, b)
-    blocks = {id(a.base) for a in arrays}
-    assert all(a.base is not None for a in arrays) and len(blocks) == 1
+    assert all(a.base is not None for a in arrays)
+    for slot in range(3):
+        in_slot = [leaf.state[slot] for leaf in state]
+        assert len({id(a.base) for a in in_slot}) == 1
+        assert all(a.base is not arrays[0].base for a in in_slot) == (slot > 0)
+        starts = [a.ctypes.data for a in in_slot]
+        assert starts == sorted(starts), "a slot's arrays follow the leaves' order"
     zeros = O.setup(O.Adam(), model[:3])
     assert all(not m.any() and not v.any() for m, v, _ in (leaf.state for leaf in zeros))
 

@@ -181,6 +181,7 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
             problem = _kernel.check_dtype(x.dtype, rule)
         if problem is not None:
             raise TypeError(f"parameter at {path!r} has dtype {x.dtype}: {problem}")
+        _rules._next_leaf()
         leaf = cache[id(x)] = Leaf(rule, rule.init(x))
         return leaf
     if not tree.is_container(x):

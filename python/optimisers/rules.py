@@ -263,7 +263,34 @@ class _Packed:
     array on a cache line of its own, 1,000 leaves of 1,000 float32s stepped
     in 0.86-0.93x the time in such a process, and 0.90-0.97x in a fresh one
     (both sets of arrays made at the same moments, timed in alternation).
+
+    Each state slot of a leaf (Adam's ``m``, then ``v``) has blocks of its own,
+    so that a step that walks the leaves in order reads each slot as one
+    stream, as it reads one large leaf. With a leaf's ``m`` and ``v`` side by
+    side instead, every stream broke at every leaf: 1,000 leaves of 1,000
+    stepped in 0.73-0.90x the time once apart (Adam and the ClipGrad,
+    WeightDecay, Adam chain, float32 and float64, timed in alternation).
     """
+
+    def __init__(self) -> None:
+        self.slots: list[_Blocks] = []
+        self.slot = 0  # the slot of the current leaf's next state array
+
+    def next_leaf(self) -> None:
+        """The arrays taken from now on are the next leaf's."""
+        self.slot = 0
+
+    def take(self, x: np.ndarray) -> np.ndarray:
+        """An uninitialised array like ``x``, in the blocks of its slot."""
+        if self.slot == len(self.slots):
+            self.slots.append(_Blocks())
+        out = self.slots[self.slot].take(x)
+        self.slot += 1
+        return out
+
+
+class _Blocks:
+    """Arrays cut one after another from blocks that double in size."""
 
     _ALIGN = 64
     _FIRST_BLOCK = 256 * 1024
@@ -291,6 +318,13 @@ class _Packed:
 _packing: contextvars.ContextVar[_Packed | None] = contextvars.ContextVar(
     "optimisers_packing", default=None
 )
+
+
+def _next_leaf() -> None:
+    """Tell the packing (if any) that the state arrays of another leaf come next."""
+    packed = _packing.get()
+    if packed is not None:
+        packed.next_leaf()
 
 
 @contextlib.contextmanager
