@@ -302,8 +302,16 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
         }
         let mut plans = Plans::new(jobs.len());
         let mut elements = 0;
+        let mut bound: Option<&Job<'a, T>> = None;
         for job in jobs.iter() {
-            job.program.bind_into(job.per_leaf, &mut plans);
+            // Leaves of one rule at the same step (most models) bind alike:
+            // the first one's plan serves them all.
+            if bound.is_some_and(|b| binds_alike(b, job)) {
+                plans.repeat_last();
+            } else {
+                job.program.bind_into(job.per_leaf, &mut plans);
+                bound = Some(job);
+            }
             elements += job.x.len();
         }
         Ok(Self {
@@ -315,6 +323,17 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
             elements,
         })
     }
+}
+
+/// Whether `b` binds to the plan `a` does: the same program, and per-leaf
+/// scalars with the same bits.
+fn binds_alike<T>(a: &Job<'_, T>, b: &Job<'_, T>) -> bool {
+    std::ptr::eq(a.program, b.program)
+        && a.per_leaf.len() == b.per_leaf.len()
+        && a.per_leaf
+            .iter()
+            .zip(b.per_leaf)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 impl<T: Float> Drop for Batch<'_, '_, T> {

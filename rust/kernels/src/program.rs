@@ -178,6 +178,12 @@ impl<T: Float> Plans<T> {
         }
     }
 
+    /// Plan the next leaf as the last one: the same bound rules, shared.
+    pub fn repeat_last(&mut self) {
+        let last = self.leaves.last().expect("a leaf was bound before").clone();
+        self.leaves.push(last);
+    }
+
     pub fn get(&self, leaf: usize) -> &Plan {
         &self.leaves[leaf]
     }

@@ -597,3 +597,44 @@ fn a_norm_has_the_same_bits_in_one_pass_and_in_stages() {
     norms_in_one_pass_or_in_stages::<f32>();
     norms_in_one_pass_or_in_stages::<f64>();
 }
+
+/// Leaves of one program whose per-leaf scalars have the same bits share one
+/// bound plan in a call (see `Batch::new`); the others bind their own. Each
+/// leaf of a mixed call steps as it does alone: powers that differ, differ
+/// only in sign (`-0` against `0`), or come back after another leaf's.
+fn shared_plans_step_each_leaf_as_alone<T: optimisers_kernels::Float>() {
+    let (adam, powers) = program(Kind::Adam);
+    let later = [powers[0] * 0.9, powers[1] * 0.999];
+    let (accum, _) = program(Kind::AccumGrad);
+    let scalars: Vec<(&Program, Vec<f64>)> = vec![
+        (&adam, powers.clone()),
+        (&adam, powers.clone()),
+        (&adam, later.to_vec()),
+        (&adam, powers.clone()),
+        (&accum, vec![0.0]),
+        (&accum, vec![-0.0]),
+        (&accum, vec![1.0]),
+    ];
+    for n in [1, 1031] {
+        let fresh = |k: usize| Leaf::<T>::new(n, scalars[k].0.states(), k as u64 * 10);
+        let mut together: Vec<Leaf<T>> = (0..scalars.len()).map(fresh).collect();
+        let mut jobs: Vec<Job<T>> = together
+            .iter_mut()
+            .zip(&scalars)
+            .map(|(leaf, (program, per_leaf))| leaf.job(program, per_leaf))
+            .collect();
+        step(&mut jobs).unwrap();
+        drop(jobs);
+        for (k, (program, per_leaf)) in scalars.iter().enumerate() {
+            let mut alone = fresh(k);
+            step(&mut [alone.job(program, per_leaf)]).unwrap();
+            assert_same(&together[k], &alone, &format!("leaf {k} of {n}"));
+        }
+    }
+}
+
+#[test]
+fn leaves_sharing_a_plan_step_as_alone() {
+    shared_plans_step_each_leaf_as_alone::<f32>();
+    shared_plans_step_each_leaf_as_alone::<f64>();
+}

@@ -445,16 +445,67 @@ impl Plan {
             .map_err(|e| errors::with_job(e, &index))?;
         spare::give::<kernels::Job<'static, f32>, _>(single);
         spare::give::<kernels::Job<'static, f64>, _>(double);
+        let mut last: Option<Advanced> = None;
         for &j in &index {
             let leaf = &self.leaves[j];
-            self.moved[j] |= !leaf.scalars.is_empty();
-            let program = leaf.program.get();
-            program
-                .element
-                .advance(&program.inner, &mut self.scalars[leaf.scalars.clone()]);
+            if leaf.scalars.is_empty() {
+                continue;
+            }
+            self.moved[j] = true;
+            last = Some(Advanced::advance(leaf, &mut self.scalars, last));
         }
         spare::give::<usize, _>(index);
         Ok(())
+    }
+}
+
+/// The leaf advanced last: its program, and its per-leaf scalars before and
+/// after. Leaves of one rule at the same step (most models) advance alike,
+/// and then the next one copies its new scalars instead of computing them.
+struct Advanced {
+    program: *mut pyo3::ffi::PyObject,
+    before: [f64; Advanced::MOST],
+    after: Range<usize>,
+}
+
+impl Advanced {
+    /// Per-leaf scalars kept for the comparison; a leaf with more is computed.
+    const MOST: usize = 8;
+
+    fn advance(leaf: &LeafPlan, scalars: &mut [f64], last: Option<Advanced>) -> Advanced {
+        let here = leaf.scalars.clone();
+        let program = leaf.program.as_ptr();
+        if let Some(last) = last.filter(|last| last.alike(program, &scalars[here.clone()])) {
+            scalars.copy_within(last.after.clone(), here.start);
+            return Advanced {
+                after: here,
+                ..last
+            };
+        }
+        let mut before = [0.0; Self::MOST];
+        let kept = here.len() <= Self::MOST;
+        if kept {
+            before[..here.len()].copy_from_slice(&scalars[here.clone()]);
+        }
+        let code = leaf.program.get();
+        code.element
+            .advance(&code.inner, &mut scalars[here.clone()]);
+        Advanced {
+            // A null program matches none: scalars too many to keep.
+            program: if kept { program } else { std::ptr::null_mut() },
+            before,
+            after: here,
+        }
+    }
+
+    /// Whether a leaf of `program` with these scalars advances as this one did.
+    fn alike(&self, program: *mut pyo3::ffi::PyObject, scalars: &[f64]) -> bool {
+        self.program == program
+            && scalars.len() == self.after.len()
+            && scalars
+                .iter()
+                .zip(&self.before)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 }
 
