@@ -482,3 +482,43 @@ def test_threads_give_the_same_bits():
     finally:
         _core.set_num_threads(before)
     assert_identical(results[0], results[1])
+
+
+class Handover:
+    """A registered container whose ``second`` attribute, read from a gradient
+    marked ``lets_go``, drops the gradient's ``first`` array and allocates
+    arrays of NaN of its size, which are likely to reuse its memory."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, lets_go: bool = False):
+        self.first, self.second, self.lets_go = first, second, lets_go
+
+    def __getattribute__(self, name: str) -> Any:
+        fields = object.__getattribute__(self, "__dict__")
+        if name == "second" and fields.get("lets_go"):
+            size = fields.pop("first").size
+            fields["poison"] = [np.full(size, np.nan, np.float32) for _ in range(64)]
+        return object.__getattribute__(self, name)
+
+
+opt.register(Handover, ("first", "second"))
+
+
+def test_a_step_holds_the_gradients_it_reads():
+    """The walk runs Python code (here a property) and the kernel runs without
+    the GIL, so a gradient the caller's tree lets go of meanwhile must live
+    on until the step is done: its data is read after the walk."""
+    rng = np.random.default_rng(11)
+    x = [rng.standard_normal(1000).astype(np.float32) for _ in range(2)]
+    g = [rng.standard_normal(1000).astype(np.float32) for _ in range(2)]
+    results = []
+    for lets_go in (False, True):
+        model = Handover(x[0].copy(), x[1].copy())
+        state = opt.setup(opt.Descent(0.5), model)
+        opt.update_(state, model, Handover(g[0].copy(), g[1].copy()))
+        assert is_planned(state)
+        opt.update_(state, model, Handover(g[0].copy(), g[1].copy(), lets_go))
+        results.append(model)
+    kept, let_go = results
+    assert np.isfinite(let_go.first).all()
+    np.testing.assert_array_equal(let_go.first, kept.first)
+    np.testing.assert_array_equal(let_go.second, kept.second)

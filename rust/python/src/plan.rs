@@ -309,12 +309,14 @@ impl Plan {
     }
 
     /// Walk the trees; the gradient data of each leaf, or why the fast path
-    /// cannot take this step.
-    fn walk(
+    /// cannot take this step. Each leaf's gradient is put in `held`: the
+    /// caller keeps them until the kernel is done with their data.
+    fn walk<'py>(
         &mut self,
-        state: &Bound<'_, PyAny>,
-        model: &Bound<'_, PyAny>,
-        grad: &Bound<'_, PyAny>,
+        state: &Bound<'py, PyAny>,
+        model: &Bound<'py, PyAny>,
+        grad: &Bound<'py, PyAny>,
+        held: &mut Vec<Bound<'py, PyAny>>,
     ) -> Result<Vec<Found>, Decline> {
         use Decline::{Gradient, Stale};
         let n = self.nodes.len();
@@ -383,10 +385,12 @@ impl Plan {
                     {
                         return Err(Stale);
                     }
-                    if let Some(g) = &g {
+                    if let Some(g) = g {
                         let hint = &mut self.hints[*j];
-                        found[*j] =
-                            Some(Self::gradient(&self.written, hint, g, leaf, &m).ok_or(Gradient)?);
+                        found[*j] = Some(
+                            Self::gradient(&self.written, hint, &g, leaf, &m).ok_or(Gradient)?,
+                        );
+                        held.push(g);
                     }
                     grads.push(None);
                 }
@@ -522,8 +526,9 @@ fn job<'a, T>(
     // and state arrays of all leaves are pairwise disjoint; `walk` checked that
     // they are unchanged this step (same objects, data, flags and size) and that
     // the gradient, which is only read, overlaps none of them. The plan holds a
-    // reference to each array, so the memory outlives the call, and NumPy cannot
-    // move the data of an array that is referenced elsewhere. Zero-length
+    // reference to each parameter and state array, and `step` to each gradient
+    // until the kernel returns, so the memory outlives the call, and NumPy
+    // cannot move the data of an array that is referenced elsewhere. Zero-length
     // arrays get empty slices, whatever their data pointer.
     unsafe {
         let writable = |data: usize| -> &'a mut [T] {
@@ -691,7 +696,12 @@ impl Plan {
         }
         // The walk of thousands of leaves outlasts the helpers' spin.
         kernels::exec::expect_step(self.bytes);
-        match self.walk(state, model, grad) {
+        // The gradients are the caller's: until the kernel is done with their
+        // data, this step holds them. The walk may run Python code (an
+        // attribute, a key's `__eq__`), and the kernel runs without the GIL,
+        // so the caller's tree may let go of one meanwhile.
+        let mut held = spare::take::<Bound<'static, PyAny>, Bound<'_, PyAny>>(self.leaves.len());
+        let stepped = match self.walk(state, model, grad, &mut held) {
             Ok(found) => {
                 let ran = self.run(py, &found);
                 spare::give::<Found, _>(found);
@@ -702,7 +712,9 @@ impl Plan {
                 self.valid = false;
                 Ok(None)
             }
-        }
+        };
+        spare::give::<Bound<'static, PyAny>, _>(held);
+        stepped
     }
 
     /// Leaf `slot`'s per-leaf scalars if they moved since last asked, else None.
