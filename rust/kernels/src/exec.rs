@@ -25,7 +25,7 @@ use std::ops::Range;
 use crate::error::KernelError;
 use crate::float::{Float, Half};
 use crate::norm::ClipNorm;
-use crate::program::{BoundOp, Plans, Program};
+use crate::program::{same_scalars, BoundOp, Plans, Program};
 use crate::rules::prelude::{Before, Nothing, Prelude, WithParts};
 use crate::{simd, spare, threads};
 
@@ -328,12 +328,7 @@ impl<'j, 'a, T: Float> Batch<'j, 'a, T> {
 /// Whether `b` binds to the plan `a` does: the same program, and per-leaf
 /// scalars with the same bits.
 fn binds_alike<T>(a: &Job<'_, T>, b: &Job<'_, T>) -> bool {
-    std::ptr::eq(a.program, b.program)
-        && a.per_leaf.len() == b.per_leaf.len()
-        && a.per_leaf
-            .iter()
-            .zip(b.per_leaf)
-            .all(|(x, y)| x.to_bits() == y.to_bits())
+    std::ptr::eq(a.program, b.program) && same_scalars(a.per_leaf, b.per_leaf)
 }
 
 impl<T: Float> Drop for Batch<'_, '_, T> {

@@ -19,6 +19,14 @@ pub enum Step {
     ClipNorm(ClipNorm),
 }
 
+/// Whether two leaves' per-leaf scalars have the same bits: then a program
+/// binds and advances them alike (`-0` and `0` differ here, and a NaN matches
+/// its own bits).
+#[must_use]
+pub fn same_scalars(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
     steps: Vec<Step>,

@@ -467,6 +467,7 @@ impl Plan {
 /// after. Leaves of one rule at the same step (most models) advance alike,
 /// and then the next one copies its new scalars instead of computing them.
 struct Advanced {
+    /// The program's object; null when `before` could not hold the scalars.
     program: *mut pyo3::ffi::PyObject,
     before: [f64; Advanced::MOST],
     after: Range<usize>,
@@ -476,40 +477,38 @@ impl Advanced {
     /// Per-leaf scalars kept for the comparison; a leaf with more is computed.
     const MOST: usize = 8;
 
+    /// Advance `leaf`'s scalars (its range of `scalars`), by copying those of
+    /// `last` when they started alike.
     fn advance(leaf: &LeafPlan, scalars: &mut [f64], last: Option<Advanced>) -> Advanced {
         let here = leaf.scalars.clone();
         let program = leaf.program.as_ptr();
-        if let Some(last) = last.filter(|last| last.alike(program, &scalars[here.clone()])) {
+        let alike = |last: &Advanced| {
+            last.program == program
+                && kernels::program::same_scalars(
+                    &last.before[..last.after.len()],
+                    &scalars[here.clone()],
+                )
+        };
+        if let Some(last) = last.filter(alike) {
             scalars.copy_within(last.after.clone(), here.start);
             return Advanced {
                 after: here,
                 ..last
             };
         }
-        let mut before = [0.0; Self::MOST];
         let kept = here.len() <= Self::MOST;
+        let mut before = [0.0; Self::MOST];
         if kept {
             before[..here.len()].copy_from_slice(&scalars[here.clone()]);
         }
-        let code = leaf.program.get();
-        code.element
-            .advance(&code.inner, &mut scalars[here.clone()]);
+        let rule = leaf.program.get();
+        rule.element
+            .advance(&rule.inner, &mut scalars[here.clone()]);
         Advanced {
-            // A null program matches none: scalars too many to keep.
             program: if kept { program } else { std::ptr::null_mut() },
             before,
             after: here,
         }
-    }
-
-    /// Whether a leaf of `program` with these scalars advances as this one did.
-    fn alike(&self, program: *mut pyo3::ffi::PyObject, scalars: &[f64]) -> bool {
-        self.program == program
-            && scalars.len() == self.after.len()
-            && scalars
-                .iter()
-                .zip(&self.before)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 }
 
