@@ -302,7 +302,10 @@ fn available_isas() -> Vec<&'static str> {
         .collect()
 }
 
-#[pymodule]
+/// `gil_used`: the plan's walk reads containers and array fields with the
+/// GIL as its only guard, so a free-threaded interpreter keeps the GIL on
+/// while this module is loaded.
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Program>()?;
     m.add_function(wrap_pyfunction!(step, m)?)?;
