@@ -156,8 +156,8 @@ fn dims(f: &npyffi::PyArrayObject_fields) -> &[npyffi::npy_intp] {
     unsafe { std::slice::from_raw_parts(f.dimensions, nd) }
 }
 
-/// Whether two arrays have the same shape: compared here, element by
-/// element, as a slice comparison called `memcmp` for a shape of one or two.
+/// Whether two arrays have the same shape, compared element by element
+/// inline: a slice comparison calls `memcmp`, even for a shape of one.
 fn same_shape(a: &npyffi::PyArrayObject_fields, b: &npyffi::PyArrayObject_fields) -> bool {
     let (a, b) = (dims(a), dims(b));
     a.len() == b.len() && a.iter().zip(b).all(|(m, n)| m == n)
