@@ -359,6 +359,10 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn norms_first(&mut self) -> Result<(), KernelError> {
+        if !self.plans.has_norms() {
+            // Most steps: no walk over the jobs to find none.
+            return Ok(());
+        }
         let mut wanted = Vec::new();
         for (j, job) in self.jobs.iter().enumerate() {
             if let Some(clip) = self.plans.norm(j, 0).filter(|clip| clip.throw) {

@@ -212,6 +212,11 @@ impl<T: Float> Plans<T> {
         &self.ops[start..self.ends[plan.ends.start + k]]
     }
 
+    /// Whether any leaf's step takes a norm.
+    pub fn has_norms(&self) -> bool {
+        !self.norms.is_empty()
+    }
+
     /// The norm after segment `k` of leaf `leaf`'s step, if there is one.
     pub fn norm(&self, leaf: usize, k: usize) -> Option<&ClipNorm> {
         self.norms[self.leaves[leaf].norms.clone()].get(k)
