@@ -1,6 +1,11 @@
 //! `AdaDelta(ρ, ϵ)`: `acc = ρ acc + (1-ρ) dx²`; update
 //! `dx' = dx √(Δacc + ϵ) / √(acc + ϵ)` (ϵ inside both roots, on purpose), then
 //! `Δacc = ρ Δacc + (1-ρ) dx'²`. State: `acc`, `Δacc`.
+//!
+//! The loop takes one root of the quotient, `√((Δacc + ϵ) / (acc + ϵ))`, not
+//! the quotient of two roots: the same value within an ulp or two, and a root
+//! is the slowest instruction here (the 7,170-element MLP, float64, timed in
+//! alternation: 0.73-0.76x the time; float32 0.81x).
 
 use crate::float::Float;
 use crate::rules::Rule;
@@ -27,7 +32,7 @@ impl<T: Float> Rule<T, 2> for AdaDelta<T> {
         let keep = T::ONE - rho;
         let (a0, da0) = (*acc, *dacc); // loads first: see `rules` on 4K aliasing
         *acc = rho * a0 + keep * (d * d);
-        let step = d * (da0 + eps).sqrt() / (*acc + eps).sqrt();
+        let step = d * ((da0 + eps) / (*acc + eps)).sqrt();
         *dacc = rho * da0 + keep * (step * step);
         step
     }
