@@ -135,20 +135,23 @@ pub(crate) fn sum_of_squares<T: Float>(b: &[T]) -> f64 {
     at_level!(active(), crate::norm::sum_of_squares, b: &[T] => f64)
 }
 
-/// Hint the cache to fetch `data[range]` (clipped to `data`), one request per
-/// 64-byte line. Only a hint: it changes no value and cannot fault.
+/// Hint the cache to fetch `data[range]` (clipped to `data`) into L2, one
+/// request per 64-byte line. Only a hint: it changes no value and cannot fault.
+/// L2, not L1: with a division and a root per element holding the core, the
+/// requests into L1 kept the arrays' streams from running ahead (see
+/// `exec::PREFETCH_AHEAD_BYTES`).
 #[inline(always)]
 pub(crate) fn prefetch<T>(data: &[T], range: &std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let step = (64 / std::mem::size_of::<T>()).max(1);
         let end = range.end.min(data.len());
         let mut i = range.start;
         while i < end {
             // SAFETY: `i < data.len()`, so the pointer is inside `data`; a
             // prefetch reads nothing into the program and cannot fault.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(i).cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(i).cast()) };
             i += step;
         }
     }
