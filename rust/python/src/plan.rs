@@ -12,6 +12,7 @@
 //! Python takes its general path, which converts or reports the problem.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use numpy::npyffi::{self, flags, PyArrayObject};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
@@ -107,6 +108,12 @@ struct LeafPlan {
     program: Py<Program>,
     scalars: Range<usize>,
     frozen: bool,
+    /// Its scalars moved since Python last fetched them.
+    moved: AtomicBool,
+    /// Where its gradient fell among the plan's `written` last step (see
+    /// `overlaps`). Atomics only to be `Sync`, as a `pyclass` must: the plan
+    /// is used with the GIL held, and relaxed loads and stores are plain ones.
+    hint: AtomicUsize,
 }
 
 /// Item `index` of a list or tuple (a named tuple included); None for others.
@@ -179,12 +186,8 @@ pub struct Plan {
     leaves: Vec<LeafPlan>,
     /// Every leaf's per-leaf scalars, concatenated.
     scalars: Vec<f64>,
-    /// Per leaf: its scalars moved since Python last fetched them.
-    moved: Vec<bool>,
     /// The memory the kernel writes (parameters and states), sorted, disjoint.
     written: Vec<Span>,
-    /// Per leaf: where its gradient fell among `written` last step (see `overlaps`).
-    hints: Vec<usize>,
     /// Bytes of the parameters of leaves not frozen.
     bytes: usize,
     valid: bool,
@@ -291,7 +294,6 @@ impl Plan {
     /// and clear of every array the step writes.
     fn gradient(
         written: &[Span],
-        hint: &mut usize,
         grad: &Bound<'_, PyAny>,
         leaf: &LeafPlan,
         x: &Bound<'_, PyAny>,
@@ -314,7 +316,7 @@ impl Plan {
         }
         let data = g.data as usize;
         let bytes = leaf.len * leaf.dtype.size();
-        if bytes > 0 && overlaps(written, &(data..data + bytes), hint) {
+        if bytes > 0 && overlaps(written, &(data..data + bytes), &leaf.hint) {
             return None;
         }
         Some(data)
@@ -398,10 +400,8 @@ impl Plan {
                         return Err(Stale);
                     }
                     if let Some(g) = g {
-                        let hint = &mut self.hints[*j];
-                        found[*j] = Some(
-                            Self::gradient(&self.written, hint, &g, leaf, &m).ok_or(Gradient)?,
-                        );
+                        found[*j] =
+                            Some(Self::gradient(&self.written, &g, leaf, &m).ok_or(Gradient)?);
                         held.push(g);
                     }
                     grads.push(None);
@@ -467,7 +467,7 @@ impl Plan {
             if leaf.scalars.is_empty() {
                 continue;
             }
-            self.moved[j] = true;
+            leaf.moved.store(true, Relaxed);
             last = Some(Advanced::advance(leaf, &mut self.scalars, last));
         }
         spare::give::<usize, _>(index);
@@ -570,8 +570,8 @@ fn job<'a, T>(
 /// is now. Gradients tend to come back to the same place between the same
 /// written spans, and then two comparisons confirm the spot: a binary search of
 /// thousands of spans was half of the walk of a model of 4,000 small leaves.
-fn overlaps(written: &[Span], span: &Span, hint: &mut usize) -> bool {
-    let h = *hint;
+fn overlaps(written: &[Span], span: &Span, hint: &AtomicUsize) -> bool {
+    let h = hint.load(Relaxed);
     let still = h <= written.len()
         && (h == 0 || written[h - 1].end <= span.start)
         && (h == written.len() || written[h].end > span.start);
@@ -580,7 +580,7 @@ fn overlaps(written: &[Span], span: &Span, hint: &mut usize) -> bool {
     } else {
         written.partition_point(|w| w.end <= span.start)
     };
-    *hint = i;
+    hint.store(i, Relaxed);
     written.get(i).is_some_and(|w| w.start < span.end)
 }
 
@@ -637,9 +637,7 @@ impl Plan {
             nodes: Vec::with_capacity(nodes.len()),
             leaves: Vec::with_capacity(leaves.len()),
             scalars: Vec::new(),
-            moved: Vec::new(),
             written: Vec::new(),
-            hints: Vec::new(),
             bytes: 0,
             valid: true,
         };
@@ -678,8 +676,6 @@ impl Plan {
                 plan.bytes += leaf_plan.len * leaf_plan.dtype.size();
             }
             plan.leaves.push(leaf_plan);
-            plan.moved.push(false);
-            plan.hints.push(0);
         }
         plan.written.sort_by_key(|s| s.start);
         if plan.written.windows(2).any(|w| w[0].end > w[1].start) {
@@ -729,12 +725,12 @@ impl Plan {
     }
 
     /// Leaf `slot`'s per-leaf scalars if they moved since last asked, else None.
-    fn moved(&mut self, slot: usize) -> PyResult<Option<Vec<f64>>> {
+    fn moved(&self, slot: usize) -> PyResult<Option<Vec<f64>>> {
         let leaf = self
             .leaves
             .get(slot)
             .ok_or_else(|| PyValueError::new_err(format!("no leaf {slot} in this plan")))?;
-        let moved = std::mem::take(&mut self.moved[slot]);
+        let moved = leaf.moved.swap(false, Relaxed);
         Ok(moved.then(|| self.scalars[leaf.scalars.clone()].to_vec()))
     }
 
@@ -858,6 +854,8 @@ impl Plan {
             program: program.unbind(),
             scalars: start..self.scalars.len(),
             frozen,
+            moved: AtomicBool::new(false),
+            hint: AtomicUsize::new(0),
         }))
     }
 }
