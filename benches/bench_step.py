@@ -19,7 +19,8 @@ in turn are steady), with, from the same run:
   measured here by a multi-threaded copy kernel with non-temporal stores
   (``optimisers._core._copy``);
 - × roof: the time over that of a hand-written multi-threaded kernel moving
-  Adam's bytes with trivial arithmetic (``optimisers._core._roofline``) on the
+  Adam's bytes with trivial arithmetic (``optimisers._core._roofline``,
+  prefetching as the rule kernels do) on the
   workload's element count in one buffer (its m and v made by ``setup``, so
   that they lie in memory as the rules' state arrays do), timed in turn with
   the row, and scaled by this rule's bytes over Adam's;

@@ -48,7 +48,7 @@ const SHORT_CHUNK: usize = 256;
 const SHORT_BLOCKS_MIN_BYTES: usize = 2 << 20;
 const _: () = assert!(SHORT_CHUNK <= CHUNK, "a block must fit the stack buffer");
 /// Elements per slice of a prefetching pass.
-const PREFETCH_SLICE: usize = 128;
+pub(crate) const PREFETCH_SLICE: usize = 128;
 /// How far ahead of its slice a prefetching pass asks for each array, in
 /// bytes, whatever the element type. With the hint into L2 (see
 /// `simd::prefetch`), 4 KiB ahead, against one block ahead into L1 (1 KiB
@@ -56,7 +56,7 @@ const PREFETCH_SLICE: usize = 128;
 /// float32 and 0.93-0.94x float64, ResNet-50 0.94-0.96x and 0.80-0.82x; on the
 /// same arrays most rules 0.7-0.9x, Descent alone unchanged. 2 and 8 KiB were
 /// no better.
-const PREFETCH_AHEAD_BYTES: usize = 4096;
+pub(crate) const PREFETCH_AHEAD_BYTES: usize = 4096;
 /// Below this many bytes of parameters in a rules' pass the helpers are not
 /// used (bytes, not elements: a float64 element costs the Adam family's
 /// division and root about twice what a float32 one does). Handing work to a
@@ -640,7 +640,7 @@ fn task_len<T>(total: usize) -> (bool, usize) {
 
 /// How a pass over `total` elements walks memory: whether it prefetches, and
 /// the elements per block.
-fn memory_walk<T>(total: usize) -> (bool, usize) {
+pub(crate) fn memory_walk<T>(total: usize) -> (bool, usize) {
     let bytes = total * std::mem::size_of::<T>();
     let block = if bytes >= SHORT_BLOCKS_MIN_BYTES {
         SHORT_CHUNK
