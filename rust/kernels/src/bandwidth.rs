@@ -14,7 +14,7 @@
 //! Neither is used by the optimisers; both exist to be timed.
 
 use crate::error::KernelError;
-use crate::exec::{memory_walk, PREFETCH_AHEAD_BYTES, PREFETCH_SLICE};
+use crate::exec::{memory_walk, prefetch_ahead, PREFETCH_SLICE};
 use crate::float::Float;
 use crate::simd::{self, Isa};
 use crate::threads;
@@ -140,22 +140,17 @@ fn roofline_elements<T: Float>(x: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
 }
 
 /// The elements of one task; with `prefetch`, in slices, each first asking
-/// for the stretch `PREFETCH_AHEAD_BYTES` further on, as the rule kernels do.
+/// for the arrays further on, as the rule kernels do (`exec::prefetch_ahead`).
 #[inline(always)]
 fn roofline_loop<T: Float>((x, g, m, v): Blocks<'_, T>, prefetch: bool) {
     if !prefetch {
         roofline_elements(x, g, m, v);
         return;
     }
-    let by = PREFETCH_AHEAD_BYTES / std::mem::size_of::<T>();
     let mut at = 0;
     while at < x.len() {
         let part = at..x.len().min(at + PREFETCH_SLICE);
-        let ahead = part.start + by..part.end + by;
-        simd::prefetch(g, &ahead);
-        simd::prefetch(x, &ahead);
-        simd::prefetch(m, &ahead);
-        simd::prefetch(v, &ahead);
+        prefetch_ahead(&part, g, x, &[&mut *m, &mut *v]);
         roofline_elements(
             &mut x[part.clone()],
             &g[part.clone()],

@@ -56,7 +56,7 @@ pub(crate) const PREFETCH_SLICE: usize = 128;
 /// float32 and 0.93-0.94x float64, ResNet-50 0.94-0.96x and 0.80-0.82x; on the
 /// same arrays most rules 0.7-0.9x, Descent alone unchanged. 2 and 8 KiB were
 /// no better.
-pub(crate) const PREFETCH_AHEAD_BYTES: usize = 4096;
+const PREFETCH_AHEAD_BYTES: usize = 4096;
 /// Below this many bytes of parameters in a rules' pass the helpers are not
 /// used (bytes, not elements: a float64 element costs the Adam family's
 /// division and root about twice what a float32 one does). Handing work to a
@@ -987,7 +987,7 @@ impl<T: Float> WithParts<T> for StraightToX<'_, '_, '_, T> {
 
 /// Ask for the stretch `part` of the arrays `PREFETCH_AHEAD_BYTES` ahead (see `process`).
 #[inline(always)]
-fn prefetch_ahead<T>(part: &Range<usize>, input: &[T], x: &[T], states: &[&mut [T]]) {
+pub(crate) fn prefetch_ahead<T>(part: &Range<usize>, input: &[T], x: &[T], states: &[&mut [T]]) {
     let by = PREFETCH_AHEAD_BYTES / std::mem::size_of::<T>();
     let ahead = part.start + by..part.end + by;
     simd::prefetch(input, &ahead);
