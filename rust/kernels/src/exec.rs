@@ -10,8 +10,8 @@
 //! while every rule of the segment runs over them, the last one straight into
 //! `x`. A task that ends in `x` with one rule, or with rules before it that
 //! keep no state (`ClipGrad`, `WeightDecay`, `SignDecay` and a norm's factor,
-//! see `Prelude`), needs no block: one loop reads the gradient and writes `x`
-//! (`straight_to_x`).
+//! see `Prelude`), or with no rule at all, needs no block: one loop reads the
+//! gradient and writes `x` (`straight_to_x`).
 //!
 //! Most steps need no stages: when no leaf is larger than a task and no norm
 //! follows a rule, every job is one task that lends its own arrays and takes
@@ -26,7 +26,9 @@ use crate::error::KernelError;
 use crate::float::{Float, Half};
 use crate::norm::ClipNorm;
 use crate::program::{same_scalars, BoundOp, Plans, Program};
+use crate::rules::descent::Descent;
 use crate::rules::prelude::{Before, Nothing, Prelude, WithParts};
+use crate::rules::Bound;
 use crate::{simd, spare, threads};
 
 /// Elements per block: the gradient block lives in a stack buffer this long.
@@ -851,12 +853,25 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
         task.scale = Some(factor.unwrap_or_else(|_| unreachable!("a task's norm cannot fail")));
     }
     if task.output == Output::X {
-        if let Some((last, before)) = task.ops.split_last() {
-            let rules = before.iter().map(|op| &op.rule);
-            if let Some(prelude) = Prelude::of(task.scale, rules) {
-                prelude.with_parts(StraightToX { last, task });
-                return;
-            }
+        let Some((last, before)) = task.ops.split_last() else {
+            // No rule after the norm (`ClipNorm` alone, an empty chain): the
+            // update is the scaled input, subtracted in one loop as a last
+            // rule `Descent(1)` would (`d * 1` is `d`, bit for bit). Through
+            // a block, `ClipNorm` alone took 1.1-1.4x as long on the MLP, on
+            // 2^18 elements and on 1,000 arrays of 1,000.
+            let last = BoundOp {
+                rule: Bound::Descent(Descent { eta: T::ONE }),
+                states: 0..0,
+            };
+            let prelude = Prelude::of(task.scale, std::iter::empty())
+                .expect("a norm's factor alone fits a prelude");
+            prelude.with_parts(StraightToX { last: &last, task });
+            return;
+        };
+        let rules = before.iter().map(|op| &op.rule);
+        if let Some(prelude) = Prelude::of(task.scale, rules) {
+            prelude.with_parts(StraightToX { last, task });
+            return;
         }
     }
     // When the block ends in `x`, its last rule runs from the block straight

@@ -342,8 +342,8 @@ fn failing_norm_writes_no_parameter() {
     assert_eq!(b, [1.0; 4]);
 }
 
-/// A rule alone, and a chain whose rules before the last keep no state (a
-/// `Prelude`), run from the gradient straight into `x` when the step is in
+/// A rule alone, a chain whose rules before the last keep no state (a
+/// `Prelude`), and a norm with no rule after it run from the gradient straight into `x` when the step is in
 /// place, and rule by rule through a block when the update is asked for:
 /// `x - update` must be the in-place step, bit for bit, also where `x` is
 /// infinite or NaN and the gradient is `-0`.
@@ -405,6 +405,17 @@ fn in_place_is_x_minus_the_update<T: optimisers_kernels::Float>() {
             Kind::AdamW,
         ),
     ];
+    // No rule after the norm, or none at all: the scaled gradient is the update.
+    programs.push((
+        "ClipNorm alone".into(),
+        Program::new(vec![clip_norm()]).unwrap(),
+        vec![],
+    ));
+    programs.push((
+        "an empty chain".into(),
+        Program::new(vec![]).unwrap(),
+        vec![],
+    ));
     for (before, last) in chains {
         let name = format!("{before:?} then {last:?}");
         let (last, per_leaf) = with(last);
