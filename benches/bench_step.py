@@ -642,8 +642,12 @@ class Row:
     def gbps(self) -> float:
         return self.bytes / self.ours / 1e9
 
+    def floor(self) -> float:
+        """The roofline kernel's time for this rule's bytes."""
+        return self.roofline * traffic(self.rule) / traffic("Adam")
+
     def roof_ratio(self) -> float:
-        return self.ours / (self.roofline * traffic(self.rule) / traffic("Adam"))
+        return self.ours / self.floor()
 
 
 # The gradients: g and -g, used in turn, so that no rule settles into a
@@ -942,6 +946,11 @@ def targets(rows: list[Row], bandwidth: float, threads: int) -> list[tuple[str, 
             if over:
                 worst = max(over, key=lambda r: r.ours)
                 what += f"; slowest {worst.rule} {fmt_time(worst.ours)}"
+                # A row whose bytes take longer than the limit at the roofline
+                # kernel's speed cannot meet it on this machine.
+                floored = [r for r in over if r.floor() > limit]
+                if floored:
+                    what += f"; {len(floored)} of those move more bytes than the roofline does in the limit"
             out.append((f"{workload} {dt} ≤ {fmt_time(limit)}", what, not over))
     for dt in ("float32", "float64"):
         sel = [r for r in rows if r.workload == "flat" and r.dtype == dt]
