@@ -197,13 +197,17 @@ def test_gradients_sharing_written_memory_are_declined(monkeypatch):
     were clear of them (the walk starts its overlap search where each leaf's
     gradient fell the step before), and taken again once it is clear."""
     outcomes = []
-    real_step = _plan._step
 
-    def spy(*args):
-        outcomes.append(real_step(*args))
-        return outcomes[-1]
+    def spy(real):
+        def step(*args):
+            outcomes.append(real(*args))
+            return outcomes[-1]
 
-    monkeypatch.setattr(_plan, "_step", spy)
+        return step
+
+    # A planned step is `step_planned`, or `_step` right after planning.
+    monkeypatch.setattr(_plan, "step_planned", spy(_plan.step_planned))
+    monkeypatch.setattr(_plan, "_step", spy(_plan._step))
     n = 16
     rng = np.random.default_rng(9)
     model = {"a": rng.standard_normal(2 * n).astype(np.float32), "b": np.ones(n, np.float32)}

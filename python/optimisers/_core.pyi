@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension `optimisers._core` (rust/python/src)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import final
 
 import numpy as np
@@ -21,6 +21,7 @@ __all__ = [
     "set_isa",
     "set_num_threads",
     "step",
+    "step_planned",
 ]
 
 class NonFiniteNormError(ValueError):
@@ -66,6 +67,13 @@ class Plan:
     def invalidate(self) -> None: ...
     @property
     def leaves(self) -> int: ...
+
+def step_planned(
+    plans: dict[int, tuple[Callable[[], Plan | None], object]],
+    state: object,
+    model: object,
+    grad: object,
+) -> bool | None: ...
 
 _Job = tuple[
     Program,

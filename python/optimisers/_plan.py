@@ -23,6 +23,7 @@ the plan (see ``Leaf`` in ``interface.py``).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -32,7 +33,7 @@ from . import _core, tree
 from .keypath import KeyPath
 from .rules import _is_builtin
 
-__all__ = ["enabled", "take_step"]
+__all__ = ["enabled", "norm_error", "plan_and_step", "step_planned"]
 
 #: Whether ``update_`` uses plans; the tests turn it off to check the general path.
 enabled = True
@@ -47,6 +48,13 @@ _plans: dict[int, tuple[weakref.ref, list[KeyPath]]] = {}
 _declined: dict[int, tuple[int, int]] = {}
 _generation = 0
 
+#: ``step_planned(state, model, grad)``: ``update_`` through the plan made for
+#: ``state``; whether it did, or ``None`` when there is no plan for these trees
+#: (then ``plan_and_step``). On ``False`` or ``None`` nothing has changed; a
+#: failing norm raises ``_core.NonFiniteNormError`` (see ``norm_error``). The
+#: registry is searched in Rust (see ``_core.step_planned``).
+step_planned = functools.partial(_core.step_planned, _plans)
+
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -56,17 +64,11 @@ def leaf_changed() -> None:
     _generation += 1
 
 
-def take_step(state: Any, model: Any, grad: Any) -> bool:
-    """Take ``update_(state, model, grad)`` through a plan if one can; return
-    whether it did. On ``False`` nothing has changed."""
-    entry = _plans.get(id(state))
-    plan = entry[0]() if entry is not None else None
-    if plan is not None:
-        done = _step(plan, entry[1], state, model, grad)
-        if done is not None:
-            return done
-    # No plan, or one that no longer fits: plan again, unless this tree was
-    # found unplannable and nothing has changed since.
+def plan_and_step(state: Any, model: Any, grad: Any) -> bool:
+    """After ``step_planned`` found no plan that fits: plan the trees and take
+    the step through the new plan if one can; return whether it did. On
+    ``False`` nothing has changed."""
+    # Plan again, unless this tree was found unplannable and nothing has changed since.
     if _declined.get(id(state)) == (id(model), _generation):
         return False
     made = _make(state, model)
@@ -83,10 +85,17 @@ def _step(plan: Any, paths: list[KeyPath], state: Any, model: Any, grad: Any) ->
     try:
         return plan.step(state, model, grad)
     except _core.NonFiniteNormError as err:
-        leaf, p, norm = err.args
-        raise ValueError(
-            f"gradient at {paths[leaf]!r} has {p}-norm {norm} (ClipNorm with throw=True)"
-        ) from None
+        raise _norm_error(paths, err) from None
+
+
+def norm_error(state: Any, err: _core.NonFiniteNormError) -> ValueError:
+    """The error for a norm that failed in ``step_planned(state, ...)``, at its key path."""
+    return _norm_error(_plans[id(state)][1], err)
+
+
+def _norm_error(paths: list[KeyPath], err: _core.NonFiniteNormError) -> ValueError:
+    leaf, p, norm = err.args
+    return ValueError(f"gradient at {paths[leaf]!r} has {p}-norm {norm} (ClipNorm with throw=True)")
 
 
 class _Flat:

@@ -358,8 +358,13 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     After the first step on a state tree and model, a step is one call into
     Rust (see ``_plan.py``), with the same results as the general path.
     """
-    if _plan.enabled and _plan.take_step(state, model, grad):
-        return state, model
+    if _plan.enabled:
+        try:
+            done = _plan.step_planned(state, model, grad)
+        except _core.NonFiniteNormError as err:
+            raise _plan.norm_error(state, err) from None
+        if done or (done is None and _plan.plan_and_step(state, model, grad)):
+            return state, model
     return _update_general(state, model, grad)
 
 
