@@ -864,7 +864,7 @@ impl Plan {
 /// `id(state)` → (weak reference to the plan, key paths)) holds for `state`
 /// takes the step, as `Plan.step` does; `None` when there is none, it is
 /// gone, or it no longer fits. Done in Python, three calls deep, the lookup
-/// made a step of `Descent` on the 6-array MLP 1.12x as long.
+/// made a step of `Descent` on the 6-array MLP 1.05-1.09x as long.
 #[pyfunction]
 fn step_planned(
     py: Python<'_>,
