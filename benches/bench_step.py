@@ -950,7 +950,7 @@ def targets(rows: list[Row], bandwidth: float, threads: int) -> list[tuple[str, 
                 # kernel's speed cannot meet it on this machine.
                 floored = [r for r in over if r.floor() > limit]
                 if floored:
-                    what += f"; {len(floored)} of those move more bytes than the roofline does in the limit"
+                    what += f"; {len(floored)} of those over the limit even at the roofline kernel's speed"
             out.append((f"{workload} {dt} ≤ {fmt_time(limit)}", what, not over))
     for dt in ("float32", "float64"):
         sel = [r for r in rows if r.workload == "flat" and r.dtype == dt]

@@ -38,7 +38,8 @@ __all__ = ["enabled", "norm_error", "plan_and_step", "step_planned"]
 #: Whether ``update_`` uses plans; the tests turn it off to check the general path.
 enabled = True
 
-# id(state tree) -> (weak reference to its plan, the key path of each planned leaf).
+# id(state tree) -> (weak reference to its plan, the key path of each planned leaf),
+# read from Rust by `_core.step_planned` in that layout.
 # A plan holds its state tree and model, so the id cannot be reused while it lives;
 # the planned Leaf objects hold the plan, so it lives as long as they do.
 _plans: dict[int, tuple[weakref.ref, list[KeyPath]]] = {}
