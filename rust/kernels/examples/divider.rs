@@ -12,40 +12,14 @@
 //! division of 7,170 float64 alone take 6 of the MLP's 10 µs target (a step
 //! of `Adam` there takes 7.7 µs at best: the rest is the walk and the call).
 
+use optimisers_kernels::Float;
 use std::hint::black_box;
 use std::time::Instant;
-
-trait Element: Copy + std::ops::Add<Output = Self> + std::ops::Div<Output = Self> {
-    const NAME: &'static str;
-    fn from_f64(v: f64) -> Self;
-    fn sqrt(self) -> Self;
-}
-
-impl Element for f32 {
-    const NAME: &'static str = "float32";
-    #[allow(clippy::cast_possible_truncation)] // test values, well within range
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-}
-
-impl Element for f64 {
-    const NAME: &'static str = "float64";
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-}
 
 /// One loop over the arrays, inlined into the function compiled for each
 /// instruction set (through a function pointer it would not be).
 trait Pass {
-    fn run<T: Element>(out: &mut [T], a: &[T], b: &[T], epsilon: T);
+    fn run<T: Float>(out: &mut [T], a: &[T], b: &[T], epsilon: T);
 }
 
 /// Adam's root and division.
@@ -53,7 +27,7 @@ struct RootAndDivision;
 
 impl Pass for RootAndDivision {
     #[inline(always)]
-    fn run<T: Element>(out: &mut [T], a: &[T], b: &[T], epsilon: T) {
+    fn run<T: Float>(out: &mut [T], a: &[T], b: &[T], epsilon: T) {
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
             *o = a / (b.sqrt() + epsilon);
         }
@@ -65,7 +39,7 @@ struct Sum;
 
 impl Pass for Sum {
     #[inline(always)]
-    fn run<T: Element>(out: &mut [T], a: &[T], b: &[T], _epsilon: T) {
+    fn run<T: Float>(out: &mut [T], a: &[T], b: &[T], _epsilon: T) {
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
             *o = a + b;
         }
@@ -73,15 +47,15 @@ impl Pass for Sum {
 }
 
 /// `P` compiled for AVX-512 when this CPU has it, for AVX2 when it has that.
-fn fastest<P: Pass, T: Element>(out: &mut [T], a: &[T], b: &[T], epsilon: T) -> &'static str {
+fn fastest<P: Pass, T: Float>(out: &mut [T], a: &[T], b: &[T], epsilon: T) -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<P: Pass, T: Element>(out: &mut [T], a: &[T], b: &[T], epsilon: T) {
+        fn avx512<P: Pass, T: Float>(out: &mut [T], a: &[T], b: &[T], epsilon: T) {
             P::run(out, a, b, epsilon);
         }
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<P: Pass, T: Element>(out: &mut [T], a: &[T], b: &[T], epsilon: T) {
+        fn avx2<P: Pass, T: Float>(out: &mut [T], a: &[T], b: &[T], epsilon: T) {
             P::run(out, a, b, epsilon);
         }
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
@@ -101,10 +75,10 @@ fn fastest<P: Pass, T: Element>(out: &mut [T], a: &[T], b: &[T], epsilon: T) -> 
 
 /// Minimum microseconds of one pass of `P` over `n` elements, and the
 /// instruction set it ran at.
-fn time<P: Pass, T: Element>(n: usize) -> (f64, &'static str) {
+fn time<P: Pass, T: Float>(n: usize) -> (f64, &'static str) {
     let a: Vec<T> = (0..n).map(|i| T::from_f64(1.0 + i as f64 * 1e-3)).collect();
     let b: Vec<T> = (0..n).map(|i| T::from_f64(2.0 + i as f64 * 1e-4)).collect();
-    let mut out = vec![T::from_f64(0.0); n];
+    let mut out = vec![T::ZERO; n];
     let epsilon = T::from_f64(1e-8);
     let mut best = f64::INFINITY;
     let mut isa = "";
@@ -117,19 +91,16 @@ fn time<P: Pass, T: Element>(n: usize) -> (f64, &'static str) {
     (best, isa)
 }
 
-fn report<T: Element>(n: usize) {
+fn report<T: Float>(name: &str, n: usize) {
     let (divide, isa) = time::<RootAndDivision, T>(n);
     let (add, _) = time::<Sum, T>(n);
-    println!(
-        "{} x {n} ({isa}): a / (√b + ϵ) {divide:.2} µs, a + b {add:.2} µs",
-        T::NAME
-    );
+    println!("{name} x {n} ({isa}): a / (√b + ϵ) {divide:.2} µs, a + b {add:.2} µs");
 }
 
 fn main() {
     let n = std::env::args()
         .nth(1)
         .map_or(7170, |s| s.parse().expect("N: a number of elements"));
-    report::<f32>(n);
-    report::<f64>(n);
+    report::<f32>("float32", n);
+    report::<f64>("float64", n);
 }

@@ -14,7 +14,7 @@
 //! Neither is used by the optimisers; both exist to be timed.
 
 use crate::error::KernelError;
-use crate::exec::{memory_walk, prefetch_ahead, PREFETCH_SLICE};
+use crate::exec::{memory_walk, prefetch_ahead, prefetch_slices};
 use crate::float::Float;
 use crate::simd::{self, Isa};
 use crate::threads;
@@ -147,9 +147,7 @@ fn roofline_loop<T: Float>((x, g, m, v): Blocks<'_, T>, prefetch: bool) {
         roofline_elements(x, g, m, v);
         return;
     }
-    let mut at = 0;
-    while at < x.len() {
-        let part = at..x.len().min(at + PREFETCH_SLICE);
+    for part in prefetch_slices(0..x.len()) {
         prefetch_ahead(&part, g, x, &[&mut *m, &mut *v]);
         roofline_elements(
             &mut x[part.clone()],
@@ -157,7 +155,6 @@ fn roofline_loop<T: Float>((x, g, m, v): Blocks<'_, T>, prefetch: bool) {
             &mut m[part.clone()],
             &mut v[part.clone()],
         );
-        at = part.end;
     }
 }
 
@@ -188,6 +185,7 @@ fn roofline_task<T: Float>(isa: Isa, blocks: Blocks<'_, T>, prefetch: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::PREFETCH_SLICE;
 
     #[test]
     fn copy_copies_every_byte_at_any_alignment() {

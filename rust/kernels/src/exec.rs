@@ -903,15 +903,12 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
             // In cache it costs a third more: only for passes far larger than
             // the caches (from 4 MiB instead of 64, mid-size leaves were no
             // faster with the hint into L2, and slower with the one into L1).
-            let mut at = range.start;
-            while at < range.end {
-                let part = at..range.end.min(at + PREFETCH_SLICE);
+            for part in prefetch_slices(range.clone()) {
                 let input = read(task.input, task.grad, task.tmp);
                 prefetch_ahead(&part, input, task.x, task.states);
                 let d = &mut dx[part.start - range.start..part.end - range.start];
                 let x = &mut task.x[part.clone()];
                 run_ops(body, last, x, d, task.states, &part);
-                at = part.end;
             }
         } else {
             let x = &mut task.x[range.clone()];
@@ -972,14 +969,11 @@ fn straight_to_x<T: Float, P: Before<T>>(
         last.rule.descend(task.x, input, states, &(0..len), before);
         return;
     }
-    let mut at = 0;
-    while at < len {
-        let part = at..len.min(at + PREFETCH_SLICE);
+    for part in prefetch_slices(0..len) {
         prefetch_ahead(&part, input, task.x, states);
         let x = &mut task.x[part.clone()];
         last.rule
             .descend(x, &input[part.clone()], states, &part, before);
-        at = part.end;
     }
 }
 
@@ -998,6 +992,16 @@ impl<T: Float> WithParts<T> for StraightToX<'_, '_, '_, T> {
     fn run<P: Before<T>>(self, before: &P) {
         straight_to_x(self.last, before, self.task);
     }
+}
+
+/// The slices of `range`, `PREFETCH_SLICE` elements each, that a prefetching
+/// pass runs in, asking for each array ahead of each one (`prefetch_ahead`).
+#[inline(always)]
+pub(crate) fn prefetch_slices(range: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    let end = range.end;
+    range
+        .step_by(PREFETCH_SLICE)
+        .map(move |at| at..end.min(at + PREFETCH_SLICE))
 }
 
 /// Ask for the stretch `part` of the arrays `PREFETCH_AHEAD_BYTES` ahead (see `process`).
