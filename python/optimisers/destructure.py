@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import _core, tree
-from .interface import checked_gradient
+from ._gradients import checked_gradient, children_of_grad
+from ._kernel import KERNEL_DTYPES
 from .keypath import KeyPath
 from .views import (
     Ties,
@@ -38,8 +39,6 @@ from .views import (
 )
 
 __all__ = ["Restructure", "destructure"]
-
-_RUST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Slot:
@@ -172,11 +171,11 @@ def _layout(owner: np.ndarray, ties: Ties) -> tuple[int, ...] | None:
 def _gather(flat: np.ndarray, pieces: list[tuple[int, Any, bool]]) -> None:
     """Write ``(offset, array or int n for n zeros, add)`` pieces into ``flat``
     (raveled in C order), in Rust when the dtypes allow."""
-    if flat.dtype in _RUST_DTYPES:
+    if flat.dtype in KERNEL_DTYPES:
         given = []
         for offset, src, add in pieces:
             if isinstance(src, np.ndarray):
-                if src.dtype not in _RUST_DTYPES:
+                if src.dtype not in KERNEL_DTYPES:
                     src = src.astype(flat.dtype)
                 elif not (src.flags.c_contiguous and src.flags.aligned):
                     src = np.array(src, order="C")  # Rust reads any such shape, no other
@@ -292,7 +291,7 @@ class Restructure:
                 values[i] = flat[s.offset : s.offset + s.size].reshape(s.shape)
             else:
                 by_dtype.setdefault(s.dtype, []).append(i)
-        rust = flat.dtype in _RUST_DTYPES and flat.flags.c_contiguous and flat.flags.aligned
+        rust = flat.dtype in KERNEL_DTYPES and flat.flags.c_contiguous and flat.flags.aligned
         parts: list[tuple[int, np.ndarray]] = []
         for dtype, indices in by_dtype.items():
             buffer = np.empty(sum(self._slots[i].size for i in indices), dtype)
@@ -303,7 +302,7 @@ class Restructure:
                 at += s.size
                 if not s.size:
                     pass
-                elif rust and dtype in _RUST_DTYPES:
+                elif rust and dtype in KERNEL_DTYPES:
                     parts.append((s.offset, part))
                 else:
                     seg = flat[s.offset : s.offset + s.size]
@@ -371,8 +370,6 @@ class Restructure:
         ``re``. Gradients of tied parameters are summed, a view's gradient is
         mapped back onto its parameter, and ``None`` (or a missing key) counts
         as zeros."""
-        from .interface import _children_of_grad
-
         live = self._live_nodes()
         direct: list[list[tuple[KeyPath, np.ndarray]]] = [[] for _ in self._slots]
         through_views: list[tuple[_Slot, np.ndarray]] = []
@@ -387,7 +384,7 @@ class Restructure:
                 else:
                     through_views.append((x, self._grad_array(g, x.map.shape, path)))
                 return
-            grad_of = _children_of_grad(g, x, path)
+            grad_of = children_of_grad(g, x, path)
             for k, c in tree.children(x) or ():
                 if isinstance(c, _Slot) or id(c) in live:
                     go(c, grad_of(k), path.child(k))
@@ -408,12 +405,12 @@ class Restructure:
         return out
 
     def _grad_array(self, g: Any, shape: tuple[int, ...], path: KeyPath) -> np.ndarray:
-        if type(g) is np.ndarray and g.shape == shape and g.dtype in _RUST_DTYPES:
+        if type(g) is np.ndarray and g.shape == shape and g.dtype in KERNEL_DTYPES:
             return g  # the common case, which the checks below would pass unchanged
         real = "real" if self.dtype.kind != "c" else None
         arr = checked_gradient(g, shape, real, f"at {path!r}")
         kind = arr.dtype.kind
-        if kind in "biu" or (arr.dtype not in _RUST_DTYPES and self.dtype in _RUST_DTYPES):
+        if kind in "biu" or (arr.dtype not in KERNEL_DTYPES and self.dtype in KERNEL_DTYPES):
             arr = arr.astype(self.dtype)
         return arr
 

@@ -19,131 +19,21 @@ import copy
 import itertools
 import numbers
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import _core, _kernel, _plan, tree
-from . import rules as _rules
+from . import _alloc, _core, _kernel, _plan, tree
 from . import views as _views
+from ._errors import ArgumentError as ArgumentError  # where it lived before _errors
+from ._errors import norm_error
+from ._gradients import as_gradient, children_of_grad
+from ._leaf import Leaf, leaves_under
 from .keypath import KeyPath
-from .rules import AbstractRule, MixedPrecision
+from .rules import AbstractRule, MixedPrecision, _is_builtin, check_dtype, runs_in_kernel
 
 __all__ = ["Leaf", "freeze_", "setup", "thaw_", "update", "update_"]
-
-
-class Leaf:
-    """The optimiser state of one parameter: its ``rule``, its ``state``, and
-    whether it is ``frozen``. Mutable; the same ``Leaf`` at several places of a
-    state tree means the parameter there is one and the same (a tie)."""
-
-    # Once `update_` has planned a step (see `_plan.py`), the plan keeps this
-    # leaf's per-leaf scalars: `_plan` and `_slot` say where, and reading
-    # `state` fetches them. Setting any field detaches the leaf and retires the plan.
-    __slots__ = ("_frozen", "_plan", "_rule", "_slot", "_state")
-
-    def __init__(self, rule: AbstractRule, state: Any, frozen: bool = False) -> None:
-        self._rule = rule
-        self._state = state
-        self._frozen = bool(frozen)
-        self._plan: Any = None
-        self._slot = 0
-
-    @property
-    def rule(self) -> AbstractRule:
-        return self._rule
-
-    @rule.setter
-    def rule(self, rule: AbstractRule) -> None:
-        self._detach()
-        self._rule = rule
-        _plan.leaf_changed()
-
-    @property
-    def state(self) -> Any:
-        if self._plan is not None:
-            moved = self._plan.moved(self._slot)
-            if moved is not None:
-                self._state = self._rule._with_per_leaf(self._state, moved)
-        return self._state
-
-    @state.setter
-    def state(self, state: Any) -> None:
-        self._set_state(state)
-        _plan.leaf_changed()
-
-    @property
-    def frozen(self) -> bool:
-        return self._frozen
-
-    @frozen.setter
-    def frozen(self, frozen: bool) -> None:
-        self._detach()
-        self._frozen = bool(frozen)
-        _plan.leaf_changed()
-
-    def _attach(self, plan: Any, slot: int) -> None:
-        self._plan, self._slot = plan, slot
-
-    def _detach(self) -> None:
-        """Take the state back from the plan, and retire the plan."""
-        plan = self._plan
-        if plan is not None:
-            self._state = self.state
-            self._plan = None
-            plan.invalidate()
-
-    def _set_state(self, state: Any) -> None:
-        """Set the state after a step of the general path."""
-        plan = self._plan
-        if plan is not None:
-            self._plan = None
-            plan.invalidate()
-        self._state = state
-
-    def __repr__(self) -> str:
-        frozen = ", frozen=True" if self.frozen else ""
-        return f"Leaf({self.rule!r}, {_show_state(self.state)}{frozen})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Leaf):
-            return NotImplemented
-        return (
-            self.rule == other.rule
-            and self.frozen == other.frozen
-            and _state_equal(self.state, other.state)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Leaf, (self.rule, self.state, self.frozen))
-
-
-def _show_state(state: Any) -> str:
-    if isinstance(state, tuple):
-        inner = ", ".join(_show_state(s) for s in state)
-        return f"({inner}{',' if len(state) == 1 else ''})"
-    if isinstance(state, np.ndarray):
-        return np.array2string(state, separator=", ", threshold=8, edgeitems=2)
-    if isinstance(state, np.generic):
-        return repr(state.item())
-    return repr(state)
-
-
-def _state_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (
-            isinstance(a, np.ndarray)
-            and isinstance(b, np.ndarray)
-            and a.shape == b.shape
-            and bool(np.array_equal(a, b))
-        )
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
-    return bool(a == b)
 
 
 # ---------------------------------------------------------------------------
@@ -158,7 +48,7 @@ def setup(rule: AbstractRule, model: Any) -> Any:
         raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
-    with _rules._packed_states():
+    with _alloc.packed_states():
         for owner_id, tied in ties.views.items():  # a NumPy view shares its parameter's Leaf
             leaf = _setup(rule, ties.owners[owner_id], cache, ties.paths[owner_id])
             cache.update((id(view), leaf) for view, _ in tied)
@@ -178,10 +68,10 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
             # Checked first: the generic dtype advice (wrap in MixedPrecision) does not help here.
             problem = f"complex parameters are not supported by {type(rule).__name__}"
         else:
-            problem = _kernel.check_dtype(x.dtype, rule)
+            problem = check_dtype(x.dtype, rule)
         if problem is not None:
             raise TypeError(f"parameter at {path!r} has dtype {x.dtype}: {problem}")
-        _rules._next_leaf()
+        _alloc.next_leaf()
         leaf = cache[id(x)] = Leaf(rule, rule.init(x))
         return leaf
     if not tree.is_container(x):
@@ -192,54 +82,11 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
 
 
 def _is_builtin_any(rule: AbstractRule) -> bool:
-    from .rules import MixedPrecision, _is_builtin
-
     return _is_builtin(rule) or isinstance(rule, MixedPrecision)
 
 
 # ---------------------------------------------------------------------------
 # Checking gradients
-
-
-def checked_gradient(g: Any, shape: tuple[int, ...], real: str | None, where: str) -> np.ndarray:
-    """``g`` as an array of numbers of this ``shape``, or a clear error naming
-    ``where``. ``real`` names the parameter's real dtype (complex gradients are
-    refused), or is None for complex parameters."""
-    if isinstance(g, np.ndarray):
-        arr = g
-    elif isinstance(g, (numbers.Number, np.generic, list, tuple)):
-        try:
-            arr = np.asarray(g)
-        except ValueError as e:
-            raise ValueError(f"gradient {where} is not a regular array: {e}") from None
-    else:
-        raise TypeError(f"gradient {where} must be an array of numbers, got {type(g).__name__}")
-    kind = arr.dtype.kind
-    if kind == "c" and real is not None:
-        raise TypeError(f"gradient {where} is complex ({arr.dtype}) but the parameter is {real}")
-    if kind not in "biufc":
-        raise TypeError(f"gradient {where} must hold real numbers, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(
-            f"gradient {where} has shape {arr.shape}, but the parameter has shape {shape}"
-        )
-    return arr
-
-
-def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
-    """``g`` as an array of ``x``'s dtype and shape that does not overlap ``x``,
-    or a clear error naming ``path``."""
-    if (
-        type(g) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape and g.flags.c_contiguous
-    ):  # the common case, checked first: it runs once per leaf and step
-        return g.copy() if np.may_share_memory(g, x) else g
-    where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
-    arr = checked_gradient(g, x.shape, str(x.dtype) if x.dtype.kind != "c" else None, where)
-    if arr.dtype != x.dtype or not arr.flags.c_contiguous:
-        return np.ascontiguousarray(arr, dtype=x.dtype)
-    if np.may_share_memory(arr, x):
-        return arr.copy()
-    return arr
 
 
 @dataclass
@@ -256,49 +103,6 @@ class _Entry:
     views: list[tuple[np.ndarray, np.ndarray, KeyPath]] = field(default_factory=list)
 
 
-def _children_of_grad(grad: Any, model: Any, path: KeyPath) -> Any:
-    """A function from a model child's key to its gradient (None when absent)."""
-    if isinstance(grad, Mapping):
-        if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
-            raise TypeError(
-                f"gradient at {path!r} should be a {type(model).__name__} like the model, "
-                f"got {type(grad).__name__}"
-            )
-        if isinstance(model, Mapping):
-            extra = [k for k, v in grad.items() if k not in model and v is not None]
-            if extra:
-                raise ValueError(
-                    f"gradient at {path!r} has key(s) {', '.join(map(repr, extra))} "
-                    f"that the model does not have"
-                )
-        return lambda k: grad.get(k)
-    if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
-        if not isinstance(grad, (list, tuple)):
-            raise TypeError(
-                f"gradient at {path!r} should be a {type(model).__name__} like the model, "
-                f"got {type(grad).__name__}"
-            )
-        if len(grad) != len(model):
-            raise ValueError(
-                f"gradient at {path!r} has {len(grad)} entries, the model has {len(model)}"
-            )
-        return lambda k: grad[k]
-    if tree._is_namedtuple(model) and isinstance(grad, tuple) and not tree._is_namedtuple(grad):
-        if len(grad) != len(model):
-            raise ValueError(
-                f"gradient at {path!r} has {len(grad)} entries, the model has {len(model)}"
-            )
-        index = {f: i for i, f in enumerate(type(model)._fields)}
-        return lambda k: grad[index[k]]
-    if isinstance(grad, (np.ndarray, numbers.Number, str, bytes, list, tuple)) and not (
-        tree._is_namedtuple(grad)
-    ):
-        raise TypeError(
-            f"gradient at {path!r} should mirror a {type(model).__name__}, got {type(grad).__name__}"
-        )
-    return lambda k: getattr(grad, k, None)
-
-
 def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int, _Entry]) -> None:
     if state is None or grad is None:
         return
@@ -307,7 +111,7 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
             raise TypeError(
                 f"the state tree has a Leaf at {path!r} but the model has {type(model).__name__}"
             )
-        g = _as_gradient(grad, model, path)
+        g = as_gradient(grad, model, path)
         entry = entries.get(id(state))
         if entry is None:
             entries[id(state)] = _Entry(state, model, g, path)
@@ -333,7 +137,7 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
         raise TypeError(
             f"the state tree at {path!r} does not match the model ({type(model).__name__})"
         )
-    grad_of = _children_of_grad(grad, model, path)
+    grad_of = children_of_grad(grad, model, path)
     for key, child in kids:
         try:
             child_state = tree.child(state, key)
@@ -379,9 +183,14 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
 
     kernel_jobs, kernel_entries, python_entries = [], [], []
     for e in live:
-        if _kernel.runs_in_kernel(e.leaf.rule, e.x.dtype):
+        if runs_in_kernel(e.leaf.rule, e.x.dtype):
             try:
-                job = _kernel.prepare(e.leaf.rule, e.leaf.state, e.x, e.grad)
+                prepare = (
+                    _kernel.prepare_mixed
+                    if isinstance(e.leaf.rule, MixedPrecision)
+                    else _kernel.prepare
+                )
+                job = prepare(e.leaf.rule, e.leaf.state, e.x, e.grad)
             except (TypeError, IndexError, AttributeError, ValueError):
                 _check_kernel_state(e)  # a clearer error, naming the path
                 raise
@@ -404,10 +213,7 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             _kernel.run(kernel_jobs)
         except _core.NonFiniteNormError as err:
             job, p, norm = err.args
-            where = kernel_entries[job].path
-            raise ValueError(
-                f"gradient at {where!r} has {p}-norm {norm} (ClipNorm with throw=True)"
-            ) from None
+            raise norm_error(kernel_entries[job].path, p, norm) from None
         except ValueError:
             # The kernel's message names a job number: name the leaf's path instead
             # if its state is the trouble (the shapes were checked above already).
@@ -452,7 +258,7 @@ def _unalias_gradients(live: list[_Entry]) -> None:
         try:
             if isinstance(rule, MixedPrecision):
                 arrays += [state[0], *rule.rule._arrays(state[1])]
-            elif _kernel.runs_in_kernel(rule, e.x.dtype):
+            elif runs_in_kernel(rule, e.x.dtype):
                 arrays += rule._arrays(state)
         except (TypeError, IndexError, AttributeError):
             pass  # a state that does not fit: reported when its job is made
@@ -500,9 +306,7 @@ def _apply_python(e: _Entry) -> tuple[Any, Any]:
         new_state, update = e.leaf.rule.apply(_copy_state(e.leaf.state), e.x, e.grad)
     except _core.NonFiniteNormError as err:
         _job, p, norm = err.args
-        raise ValueError(
-            f"gradient at {e.path!r} has {p}-norm {norm} (ClipNorm with throw=True)"
-        ) from None
+        raise norm_error(e.path, p, norm) from None
     if update is None:
         return new_state, None
     update = np.asarray(update)
@@ -619,29 +423,9 @@ def _copy_parameters(state: Any, model: Any, arrays: dict[int, Any]) -> Any:
 # freeze_ / thaw_
 
 
-class ArgumentError(TypeError, ValueError):
-    """A call was given the wrong kind of argument (a model for a state tree,
-    an unknown field)."""
-
-
 def _set_frozen(tree_: Any, frozen: bool, name: str) -> None:
-    leaves: list[Leaf] = []
-    _find_leaves(tree_, name, KeyPath(), leaves)  # checks the whole tree before changing any
-    for leaf in leaves:
+    for leaf, _ in leaves_under(tree_, name):  # the whole tree checked before any is changed
         leaf.frozen = frozen
-
-
-def _find_leaves(tree_: Any, name: str, path: KeyPath, leaves: list[Leaf]) -> None:
-    if isinstance(tree_, Leaf):
-        leaves.append(tree_)
-        return
-    if isinstance(tree_, (np.ndarray, numbers.Number, np.generic)):
-        raise ArgumentError(
-            f"{name} must not be applied to a model, only to the state tree from setup "
-            f"(got {type(tree_).__name__} at {path!r})"
-        )
-    for k, c in tree.children(tree_) or ():
-        _find_leaves(c, name, path.child(k), leaves)
 
 
 def freeze_(tree_: Any) -> None:

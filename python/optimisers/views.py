@@ -51,6 +51,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import tree
+from ._leaf import Leaf
 from .keypath import KeyPath
 
 __all__ = ["Ties", "ViewMap", "find_ties", "walk_parameters"]
@@ -84,8 +85,6 @@ def _leaf_positions(state: Any, model: Any) -> list[tuple[Any, tuple, np.ndarray
     """``(leaf, keys, array)`` wherever the state tree holds a ``Leaf`` (``keys``
     a tuple, for ``KeyPath(*keys)``); skips branches that do not match (the
     update reports those)."""
-    from .interface import Leaf
-
     out: list[tuple[Any, tuple, np.ndarray]] = []
 
     def go(s: Any, x: Any, keys: tuple) -> None:
