@@ -14,6 +14,7 @@ already like that and go in as they are. The rest are staged here:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import numpy as np
@@ -57,21 +58,28 @@ def _buffer(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def prepare(
-    rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool = False
+    rule: Any,
+    state: Any,
+    x: np.ndarray,
+    grad: np.ndarray,
+    want_update: bool = False,
+    private_x: bool = False,
 ) -> Job:
     """The kernel job for one leaf. `grad` has x's dtype and shape and does not
     overlap `x`. After the kernel and `finish`, `job.result` is the new
     parameter (or, with `want_update`, the update, or None if it was held).
-    `rule` is a built-in rule or chain (``MixedPrecision``: `prepare_mixed`)."""
+    `rule` is a built-in rule or chain (``MixedPrecision``: `prepare_mixed`).
+    With `private_x` the kernel steps a copy of `x` (which overlaps another
+    parameter), copied back after."""
     dtype = x.dtype
-    if not want_update and dtype in KERNEL_DTYPES and _writable(x, dtype):
+    if not want_update and not private_x and dtype in KERNEL_DTYPES and _writable(x, dtype):
         # The common case, first: everything goes to the kernel as it is.
         arrays = rule._arrays(state)
         if _readable(grad, dtype) and all(_writable(a, dtype) for a in arrays):
             program = rule._program(dtype)
             return Job((program, x, grad, arrays, rule._per_leaf(state), None), program, arrays, x)
     work = _F32 if dtype == np.float16 else dtype
-    xbuf = _buffer(x, work)
+    xbuf = np.array(x, dtype=work, order="C", copy=True) if private_x else _buffer(x, work)
     gbuf = grad if _readable(grad, work) else np.array(grad, dtype=work, order="C", copy=True)
     arrays = rule._arrays(state)
     bufs = [_buffer(a, work) for a in arrays]
@@ -165,3 +173,12 @@ def apply_mixed(rule: Any, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any
     if update is not None:
         np.subtract(xT, update, out=xT, casting="unsafe")
     return (xT, inner_state), (np.asarray(x) - xT.astype(x.dtype)).astype(x.dtype)
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (at least 1) for every step from now on."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: the number of threads must be an integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: the number of threads must be at least 1, got {n}")
+    _core.set_num_threads(int(n))

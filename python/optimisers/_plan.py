@@ -150,6 +150,8 @@ class _Flat:
         program = rule._program(x.dtype)
         if len(arrays) != program.states or len(per_leaf) != program.per_leaf:
             return False
+        if any(getattr(a, "shape", None) != x.shape for a in arrays):
+            return False  # the general path says what is wrong
         self.nodes.append((parent, key, index, "leaf", None, [], 0, len(self.leaves)))
         self.leaves.append((leaf, x, arrays, program, per_leaf, leaf.frozen))
         self.leaf_objects.append(leaf)

@@ -117,23 +117,29 @@ def _skeleton(model: Any) -> tuple[Any, list[np.ndarray], list[_Slot]]:
     placeholders: list[_Slot] = []
     seen: dict[int, Any] = {}  # id -> its placeholder (parameters) or skeleton (containers)
 
-    def go(x: Any) -> Any:
-        known = seen.get(id(x))
-        if known is not None:
-            return known
-        if tree.is_parameter(x):
-            p = seen[id(x)] = _Slot(-1)
-            arrays.append(x)
-            placeholders.append(p)
-            return p
-        kids = tree.trainable_children(x)
-        if kids is None:
-            return x
-        new = {k: go(c) for k, c, trainable in kids if trainable}
-        out = seen[id(x)] = tree.rebuild(x, new)
-        return out
+    return _skeleton_of(model, seen, arrays, placeholders), arrays, placeholders
 
-    return go(model), arrays, placeholders
+
+# The walks below are module functions or methods, not closures: a closure that
+# calls itself is a reference cycle, which would keep the model alive until the
+# collector runs.
+def _skeleton_of(
+    x: Any, seen: dict[int, Any], arrays: list[np.ndarray], placeholders: list[_Slot]
+) -> Any:
+    known = seen.get(id(x))
+    if known is not None:
+        return known
+    if tree.is_parameter(x):
+        p = seen[id(x)] = _Slot(-1)
+        arrays.append(x)
+        placeholders.append(p)
+        return p
+    kids = tree.trainable_children(x)
+    if kids is None:
+        return x
+    new = {k: _skeleton_of(c, seen, arrays, placeholders) for k, c, trainable in kids if trainable}
+    out = seen[id(x)] = tree.rebuild(x, new)
+    return out
 
 
 class _SlotInfo(tuple):
@@ -323,42 +329,31 @@ class Restructure:
         live = self._live_nodes()
         memo: dict[int, Any] = {}
 
-        def go(x: Any) -> Any:
-            if isinstance(x, _Slot):
-                return fill(x)
-            if id(x) not in live:
-                return x
-            if id(x) in memo:
-                return memo[id(x)]
-            kids = tree.children(x)
-            assert kids is not None
-            new = {k: go(c) for k, c in kids if id(c) in live or isinstance(c, _Slot)}
-            out = memo[id(x)] = tree.rebuild(x, new)
-            return out
+        return self._rebuild_node(self._skeleton, fill, live, memo)
 
-        return go(self._skeleton)
+    def _rebuild_node(self, x: Any, fill: Any, live: set[int], memo: dict[int, Any]) -> Any:
+        if isinstance(x, _Slot):
+            return fill(x)
+        if id(x) not in live:
+            return x
+        if id(x) in memo:
+            return memo[id(x)]
+        kids = tree.children(x)
+        assert kids is not None
+        new = {
+            k: self._rebuild_node(c, fill, live, memo)
+            for k, c in kids
+            if id(c) in live or isinstance(c, _Slot)
+        }
+        out = memo[id(x)] = tree.rebuild(x, new)
+        return out
 
     def _live_nodes(self) -> set[int]:
         """ids of the skeleton's containers that hold a placeholder somewhere below."""
         if self._live is None:
             live: set[int] = set()
 
-            def mark(x: Any) -> bool:
-                if isinstance(x, _Slot):
-                    return True
-                if isinstance(x, np.ndarray):
-                    return False
-                kids = tree.children(x)
-                if kids is None:
-                    return False
-                found = False
-                for _, c in kids:
-                    found = mark(c) or found
-                if found:
-                    live.add(id(x))
-                return found
-
-            mark(self._skeleton)
+            _mark_live(self._skeleton, live)
             self._live = live
         return self._live
 
@@ -373,25 +368,16 @@ class Restructure:
         live = self._live_nodes()
         direct: list[list[tuple[KeyPath, np.ndarray]]] = [[] for _ in self._slots]
         through_views: list[tuple[_Slot, np.ndarray]] = []
-
-        def go(x: Any, g: Any, path: KeyPath) -> None:
-            if g is None:
-                return
-            if isinstance(x, _Slot):
-                if x.geometry is None:
-                    s = self._slots[x.index]
-                    direct[x.index].append((path, self._grad_array(g, s.shape, path)))
-                else:
-                    through_views.append((x, self._grad_array(g, x.map.shape, path)))
-                return
-            grad_of = children_of_grad(g, x, path)
-            for k, c in tree.children(x) or ():
-                if isinstance(c, _Slot) or id(c) in live:
-                    go(c, grad_of(k), path.child(k))
-
         if isinstance(self._skeleton, _Slot) or id(self._skeleton) in live:
-            go(self._skeleton, grad, KeyPath())
-        out = np.empty(self.length, self.dtype)
+            self._grads(self._skeleton, grad, KeyPath(), live, direct, through_views)
+        # As Optimisers.jl's pullback: the vector is wide enough for every
+        # contribution (a float64 gradient of a float32 model is not rounded).
+        dtype = np.result_type(
+            self.dtype,
+            *(g.dtype for grads in direct for _, g in grads),
+            *(g.dtype for _, g in through_views),
+        )
+        out = np.empty(self.length, dtype)
         pieces: list[tuple[int, Any, bool]] = []
         for s, grads in zip(self._slots, direct):
             if not grads:
@@ -403,6 +389,30 @@ class Restructure:
             s = self._slots[vs.index]
             vs.map.add_into(out[s.offset : s.offset + s.size].reshape(s.shape), g)
         return out
+
+    def _grads(
+        self,
+        x: Any,
+        g: Any,
+        path: KeyPath,
+        live: set[int],
+        direct: list[list[tuple[KeyPath, np.ndarray]]],
+        through_views: list[tuple[_Slot, np.ndarray]],
+    ) -> None:
+        """Collect the gradients of the skeleton's node ``x`` from ``g``."""
+        if g is None:
+            return
+        if isinstance(x, _Slot):
+            if x.geometry is None:
+                s = self._slots[x.index]
+                direct[x.index].append((path, self._grad_array(g, s.shape, path)))
+            else:
+                through_views.append((x, self._grad_array(g, x.map.shape, path)))
+            return
+        grad_of = children_of_grad(g, x, path)
+        for k, c in tree.children(x) or ():
+            if isinstance(c, _Slot) or id(c) in live:
+                self._grads(c, grad_of(k), path.child(k), live, direct, through_views)
 
     def _grad_array(self, g: Any, shape: tuple[int, ...], path: KeyPath) -> np.ndarray:
         if type(g) is np.ndarray and g.shape == shape and g.dtype in KERNEL_DTYPES:
@@ -424,3 +434,20 @@ def _with_strides(values: np.ndarray, strides: tuple[int, ...]) -> np.ndarray:
     out = np.ndarray(shape, values.dtype, buffer=memory, offset=-lo, strides=strides)
     np.copyto(out, values)
     return out
+
+
+def _mark_live(x: Any, live: set[int]) -> bool:
+    """Add to ``live`` the ids of the containers under ``x`` that hold a placeholder."""
+    if isinstance(x, _Slot):
+        return True
+    if isinstance(x, np.ndarray):
+        return False
+    kids = tree.children(x)
+    if kids is None:
+        return False
+    found = False
+    for _, c in kids:
+        found = _mark_live(c, live) or found
+    if found:
+        live.add(id(x))
+    return found

@@ -101,6 +101,10 @@ class _Entry:
     # Arrays from the same memory as x under this Leaf (NumPy views, see views.py),
     # with their gradients: views.resolve moves these onto the owner after the walk.
     views: list[tuple[np.ndarray, np.ndarray, KeyPath]] = field(default_factory=list)
+    # The state the step reads (kernel leaves: read-only arrays replaced by copies).
+    state: Any = None
+    # x overlaps another parameter without being its view: the kernel steps a copy.
+    private_x: bool = False
 
 
 def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int, _Entry]) -> None:
@@ -179,27 +183,29 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
 
-    _unalias_gradients(live)
-
-    kernel_jobs, kernel_entries, python_entries = [], [], []
+    kernel_entries, python_entries = [], []
     for e in live:
         if runs_in_kernel(e.leaf.rule, e.x.dtype):
-            try:
-                prepare = (
-                    _kernel.prepare_mixed
-                    if isinstance(e.leaf.rule, MixedPrecision)
-                    else _kernel.prepare
+            problem = _state_problem(e.leaf.rule, e.leaf.state, e.x)
+            if problem is not None:
+                raise ValueError(
+                    f"the state at {e.path!r} {problem}; was it set up for this model?"
                 )
-                job = prepare(e.leaf.rule, e.leaf.state, e.x, e.grad)
-            except (TypeError, IndexError, AttributeError, ValueError):
-                _check_kernel_state(e)  # a clearer error, naming the path
-                raise
-            # State arrays that do not fit: the kernel checks every job of every
-            # dtype before it writes anything, and the handler below names the path.
-            kernel_jobs.append(job)
+            e.state = _writable_state(e.leaf.state)
             kernel_entries.append(e)
         else:
             python_entries.append(e)
+    _check_memory(kernel_entries)
+    _unalias_gradients(live)
+
+    kernel_jobs = []
+    for e in kernel_entries:
+        rule = e.leaf.rule
+        if isinstance(rule, MixedPrecision):
+            job = _kernel.prepare_mixed(rule, e.state, e.x, e.grad)
+        else:
+            job = _kernel.prepare(rule, e.state, e.x, e.grad, private_x=e.private_x)
+        kernel_jobs.append(job)
 
     # Python rules run first, on copies of their state, and nothing is committed
     # until every leaf (kernel ones too) has succeeded: a failing leaf anywhere
@@ -214,14 +220,8 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
         except _core.NonFiniteNormError as err:
             job, p, norm = err.args
             raise norm_error(kernel_entries[job].path, p, norm) from None
-        except ValueError:
-            # The kernel's message names a job number: name the leaf's path instead
-            # if its state is the trouble (the shapes were checked above already).
-            for e in kernel_entries:
-                _check_kernel_state(e)
-            raise
         for e, job in zip(kernel_entries, kernel_jobs):
-            e.leaf._set_state(e.leaf.rule._advance(e.leaf.state, e.x.dtype)[0])
+            e.leaf._set_state(e.leaf.rule._advance(e.state, e.x.dtype)[0])
             if job.result is not e.x:
                 replaced[id(e.x)] = job.result
 
@@ -252,17 +252,8 @@ def _unalias_gradients(live: list[_Entry]) -> None:
     it writes those."""
     written = []
     for e in live:
-        arrays = [e.x]
-        state = e.leaf.state
-        rule = e.leaf.rule
-        try:
-            if isinstance(rule, MixedPrecision):
-                arrays += [state[0], *rule.rule._arrays(state[1])]
-            elif runs_in_kernel(rule, e.x.dtype):
-                arrays += rule._arrays(state)
-        except (TypeError, IndexError, AttributeError):
-            pass  # a state that does not fit: reported when its job is made
-        written += [_views._bounds(a) for a in arrays if isinstance(a, np.ndarray) and a.size]
+        arrays = [a for a, _ in _kernel_arrays(e)] if e.state is not None else [e.x]
+        written += [_views._bounds(a) for a in arrays if a.size]
     if not written:
         return
     written.sort()
@@ -278,25 +269,80 @@ def _unalias_gradients(live: list[_Entry]) -> None:
             e.grad, e.owns_grad = e.grad.copy(), True
 
 
-def _check_kernel_state(e: _Entry) -> None:
-    """Raise a clear error, naming the path, if a Leaf's state arrays do not fit
-    its parameter (a state tree set up for another model); else return."""
-    rule, state, shape = e.leaf.rule, e.leaf.state, e.x.shape
+def _state_problem(rule: AbstractRule, state: Any, x: np.ndarray) -> str | None:
+    """What is wrong with a kernel leaf's state for the parameter ``x``, if anything."""
+    if isinstance(rule, MixedPrecision):
+        if not (isinstance(state, tuple) and len(state) == 2):
+            return f"is not a state of {rule!r}"
+        xT = state[0]
+        if not isinstance(xT, np.ndarray) or xT.shape != x.shape:
+            shape = getattr(xT, "shape", type(xT).__name__)
+            return f"holds a copy of shape {shape}, but the parameter has shape {x.shape}"
+        return _state_problem(rule.rule, state[1], xT)
     try:
-        if isinstance(rule, MixedPrecision):
-            arrays = [state[0], *rule.rule._arrays(state[1])]
-        else:
-            arrays = rule._arrays(state)
-        bad = next((arr for arr in arrays if arr.shape != shape), None)
-    except (TypeError, IndexError, AttributeError, ValueError):
-        raise ValueError(
-            f"the state at {e.path!r} is not a state of {rule!r}; was it set up for this model?"
-        ) from None
-    if bad is not None:
-        raise ValueError(
-            f"the state at {e.path!r} holds an array of shape {bad.shape}, but the parameter "
-            f"has shape {shape}; was the state set up for this model?"
-        )
+        arrays = rule._arrays(state)
+        scalars = rule._per_leaf(state)
+    except (TypeError, IndexError, AttributeError, ValueError, KeyError):
+        return f"is not a state of {rule!r}"
+    program = rule._program(x.dtype)  # type: ignore[attr-defined]
+    if len(arrays) != program.states or len(scalars) != program.per_leaf:
+        return f"is not a state of {rule!r}"
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            return f"holds a {type(a).__name__} where {rule!r} keeps an array"
+        if a.shape != x.shape:
+            return f"holds an array of shape {a.shape}, but the parameter has shape {x.shape}"
+    return None
+
+
+def _writable_state(state: Any) -> Any:
+    """``state`` with every array that cannot be written (``np.load(mmap_mode="r")``,
+    a JAX array's buffer) replaced by a writeable copy; ``state`` itself if none."""
+    if isinstance(state, np.ndarray):
+        return state if state.flags.writeable else state.copy()
+    if isinstance(state, tuple) and not tree._is_namedtuple(state):
+        new = tuple(_writable_state(s) for s in state)
+        return state if all(n is o for n, o in zip(new, state)) else new
+    return state
+
+
+def _kernel_arrays(e: _Entry) -> list[tuple[np.ndarray, str]]:
+    """The arrays the kernel writes for a leaf, each with what it is."""
+    rule, state = e.leaf.rule, e.state
+    if isinstance(rule, MixedPrecision):
+        rule, state = rule.rule, state[1]
+        out = [(e.x, "parameter"), (e.state[0], "state")]
+    else:
+        out = [(e.x, "parameter")]
+    return out + [(a, "state") for a in rule._arrays(state)]  # type: ignore[attr-defined]
+
+
+def _check_memory(entries: list[_Entry]) -> None:
+    """Refuse state arrays that share memory with another written array (two
+    Leafs holding the same state arrays, say), naming both paths; a parameter
+    that overlaps another without being its view (``setup`` warned) is trained
+    as a parameter of its own, through a copy."""
+    spans = []
+    for i, e in enumerate(entries):
+        for a, what in _kernel_arrays(e):
+            if a.size:
+                spans.append((*_views._bounds(a), i, what, a))
+    spans.sort(key=lambda s: s[0])
+    widest = None  # the span reaching furthest so far
+    for span in spans:
+        lo, hi, i, what, a = span
+        if widest is not None and lo < widest[1]:
+            j, other = widest[2], widest[3]
+            if what == other == "parameter" and i != j:
+                entries[i].private_x = True
+                continue
+            raise ValueError(
+                f"the {what} at {entries[i].path!r} shares memory with the {other} at "
+                f"{entries[j].path!r}; each Leaf needs state arrays of its own "
+                "(two Leafs holding the same arrays? copy one with copy.deepcopy)"
+            )
+        if widest is None or hi > widest[1]:
+            widest = span
 
 
 def _apply_python(e: _Entry) -> tuple[Any, Any]:

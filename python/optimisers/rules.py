@@ -13,6 +13,7 @@ file per rule.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -78,9 +79,11 @@ def _real(rule: str, name: str, value: Any) -> float:
 
 def _nonneg(rule: str, name: str, value: Any) -> float:
     value = _real(rule, name, value)
+    what = "the learning rate" if name == "eta" else name
     if value < 0:
-        what = "the learning rate" if name == "eta" else name
         raise ValueError(f"{rule}: {what} cannot be negative, got {value}")
+    if name == "eta" and not math.isfinite(value):
+        raise ValueError(f"{rule}: {what} must be finite, got {value}")
     return value
 
 
