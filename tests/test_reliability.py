@@ -4,11 +4,16 @@ Each failed on the main branch before its fix."""
 
 from __future__ import annotations
 
+import array
 import copy
 import gc
 import re
+import sys
+import threading
 import weakref
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -230,3 +235,150 @@ def test_a_model_is_freed_when_its_last_reference_goes(call):
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_a_model_nested_too_deeply_is_said_clearly():
+    model = np.ones(2)
+    for _ in range(400):
+        model = {"x": model}
+    with pytest.raises(RecursionError, match=r"setup: .*nested too deeply.*sys.setrecursionlimit"):
+        o.setup(o.Adam(), model)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        state = o.setup(o.Adam(), model)
+    finally:
+        sys.setrecursionlimit(limit)
+    o.update_(state, model, model)  # the planned walk is not recursive: it works
+    leaf = model
+    while isinstance(leaf, dict):
+        leaf = leaf["x"]
+    assert np.allclose(leaf, 0.999, rtol=0, atol=1e-9)
+
+
+def test_a_model_nested_150_deep_trains():
+    model = np.ones(2)
+    for _ in range(150):
+        model = {"x": model}
+    state = o.setup(o.Descent(0.5), model)
+    for _ in range(2):
+        state, model = o.update_(state, model, model)
+    _, new = o.update(state, model, model)
+    leaf = new
+    while isinstance(leaf, dict):
+        leaf = leaf["x"]
+    assert np.array_equal(leaf, np.full(2, 0.125))
+
+
+# --- 4. two threads on one model ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_two_threads_never_corrupt_a_model(dtype):
+    n = 100_000
+    model = {"w": np.ones(n, dtype)}
+    state = o.setup(o.Adam(), model)
+    errors: list[str] = []
+    done = []
+
+    def run():
+        for _ in range(20):
+            try:
+                o.update_(state, model, {"w": np.ones(n, dtype)})
+                done.append(1)
+            except RuntimeError as err:
+                errors.append(str(err))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(np.unique(model["w"])) == 1  # equal elements, equal gradients, equal values
+    assert all("being stepped by another thread" in e for e in errors), set(errors)
+    assert len(done) + len(errors) == 40
+    # Every step that returned was taken once: the same as that many steps in one thread.
+    ref_model = {"w": np.ones(n, dtype)}
+    ref = o.setup(o.Adam(), ref_model)
+    for _ in range(len(done)):
+        ref, ref_model = o.update(ref, ref_model, {"w": np.ones(n, dtype)})
+    assert model["w"].tobytes() == ref_model["w"].tobytes()
+
+
+# --- 5. array-likes -------------------------------------------------------
+
+
+class _DLPackOnly:
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+class _ArrayOnly:
+    def __init__(self, a):
+        self._a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self._a
+
+
+def test_gradients_through_array_dlpack_and_buffers():
+    model = {"a": np.ones(3), "b": np.ones(2), "c": np.ones(2, np.float32), "d": np.ones(4)}
+    grads = {
+        "a": _ArrayOnly(np.array([1.0, 2.0, 3.0])),
+        "b": array.array("d", [1.0, -1.0]),
+        "c": memoryview(np.array([0.5, 1.5], np.float32)),
+        "d": _DLPackOnly(np.arange(4.0)),
+    }
+    plain = {
+        k: np.asarray(
+            np.array(memoryview(v))
+            if isinstance(v, (array.array, memoryview))
+            else (v._a if hasattr(v, "_a") else v)
+        )
+        for k, v in grads.items()
+    }
+    state = o.setup(o.Adam(), model)
+    _ref_state, ref_model = o.update(state, model, plain)
+    _new_state, new_model = o.update(state, model, grads)
+    o.update_(state, model, grads)
+    for k in model:
+        assert model[k].tobytes() == ref_model[k].tobytes() == new_model[k].tobytes()
+    with pytest.raises(TypeError, match=r"KeyPath\('a'\).*bytes"):
+        o.update_(state, model, {"a": b"abc"})
+
+
+def test_jax_gradients():
+    model = {
+        "w": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
+        "b": np.zeros(3, np.float32),
+    }
+    grad = jax.grad(lambda p: jnp.sum(jnp.tanh(p["w"]) ** 2) + jnp.sum(p["b"] ** 2))(
+        {k: jnp.asarray(v) for k, v in model.items()}
+    )
+    plain = {k: np.array(v) for k, v in grad.items()}
+    state = o.setup(o.Adam(0.1), model)
+    _, ref_model = o.update(state, model, plain)
+    o.update_(state, model, grad)
+    _, again = o.update(o.setup(o.Adam(0.1), ref_model), ref_model, grad)
+    assert model["w"].tobytes() == ref_model["w"].tobytes()
+    assert again["w"].dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
+def test_non_native_byte_order_trains_like_native(dtype):
+    native = np.dtype(dtype).newbyteorder("=")
+    x = {"w": np.linspace(-1, 1, 5).astype(dtype)}
+    ref = {"w": x["w"].astype(native)}
+    sx, sr = o.setup(o.Adam(0.1), x), o.setup(o.Adam(0.1), ref)
+    for i in range(3):
+        g = np.linspace(0, 1, 5) * (i + 1)
+        sx, x = o.update_(sx, x, {"w": g.astype(dtype)})
+        sr, ref = o.update_(sr, ref, {"w": g.astype(native)})
+    assert x["w"].dtype == np.dtype(dtype)
+    assert np.array_equal(x["w"], ref["w"])

@@ -27,7 +27,7 @@ def checked_gradient(g: Any, shape: tuple[int, ...], real: str | None, where: st
         except ValueError as e:
             raise ValueError(f"gradient {where} is not a regular array: {e}") from None
     else:
-        raise TypeError(f"gradient {where} must be an array of numbers, got {type(g).__name__}")
+        arr = _from_array_like(g, where)
     kind = arr.dtype.kind
     if kind == "c" and real is not None:
         raise TypeError(f"gradient {where} is complex ({arr.dtype}) but the parameter is {real}")
@@ -38,6 +38,27 @@ def checked_gradient(g: Any, shape: tuple[int, ...], real: str | None, where: st
             f"gradient {where} has shape {arr.shape}, but the parameter has shape {shape}"
         )
     return arr
+
+
+def _from_array_like(g: Any, where: str) -> np.ndarray:
+    """An array from another library's array (JAX, torch, CuPy on the host...),
+    without a copy where the library allows: through ``__array__`` or the array
+    interface, ``__dlpack__``, or the buffer protocol (``array.array``,
+    ``memoryview``)."""
+    if not isinstance(g, (str, bytes, bytearray)):
+        try:
+            if hasattr(g, "__array__") or hasattr(g, "__array_interface__"):
+                return np.asarray(g)
+            if hasattr(g, "__dlpack__"):
+                return np.from_dlpack(g)
+            return np.asarray(memoryview(g))
+        except TypeError:
+            pass  # not an array after all
+        except (ValueError, RuntimeError, BufferError) as e:
+            raise TypeError(
+                f"gradient {where} ({type(g).__name__}) could not be read as an array: {e}"
+            ) from None
+    raise TypeError(f"gradient {where} must be an array of numbers, got {type(g).__name__}")
 
 
 def as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:

@@ -28,6 +28,19 @@ _F64 = np.dtype(np.float64)
 KERNEL_DTYPES = (_F32, _F64)
 
 
+def work_dtype(dtype: np.dtype) -> np.dtype | None:
+    """The dtype the kernel steps a parameter of ``dtype`` in (float16 and
+    non-native byte orders run in copies), or None if it cannot."""
+    if dtype in KERNEL_DTYPES:
+        return dtype
+    if dtype.kind != "f":
+        return None
+    native = dtype.newbyteorder("=")
+    if native == np.float16:
+        return _F32
+    return native if native in KERNEL_DTYPES else None
+
+
 class Job:
     """One leaf prepared for the kernel, with what must happen after it ran."""
 
@@ -78,7 +91,8 @@ def prepare(
         if _readable(grad, dtype) and all(_writable(a, dtype) for a in arrays):
             program = rule._program(dtype)
             return Job((program, x, grad, arrays, rule._per_leaf(state), None), program, arrays, x)
-    work = _F32 if dtype == np.float16 else dtype
+    work = work_dtype(dtype)
+    assert work is not None, dtype  # runs_in_kernel said so
     xbuf = np.array(x, dtype=work, order="C", copy=True) if private_x else _buffer(x, work)
     gbuf = grad if _readable(grad, work) else np.array(grad, dtype=work, order="C", copy=True)
     arrays = rule._arrays(state)

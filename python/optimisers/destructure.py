@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, tree
+from ._errors import walks_models
 from ._gradients import checked_gradient, children_of_grad
 from ._kernel import KERNEL_DTYPES
 from .keypath import KeyPath
@@ -75,6 +76,7 @@ def _geometry(vm: ViewMap) -> tuple:
 # destructure
 
 
+@walks_models
 def destructure(model: Any) -> tuple[np.ndarray, Restructure]:
     """``(flat, re)``: every trainable parameter of ``model`` once, in tree
     order, raveled (C order) into one 1-d array of their common dtype

@@ -18,6 +18,7 @@ import bisect
 import copy
 import itertools
 import numbers
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 from . import _alloc, _core, _kernel, _plan, tree
 from . import views as _views
 from ._errors import ArgumentError as ArgumentError  # where it lived before _errors
-from ._errors import norm_error
+from ._errors import norm_error, too_deep, walks_models
 from ._gradients import as_gradient, children_of_grad
 from ._leaf import Leaf, leaves_under
 from .keypath import KeyPath
@@ -40,6 +41,7 @@ __all__ = ["Leaf", "freeze_", "setup", "thaw_", "update", "update_"]
 # setup
 
 
+@walks_models
 def setup(rule: AbstractRule, model: Any) -> Any:
     """The state tree for training ``model`` with ``rule``: the model's shape,
     with a ``Leaf`` for each trainable array (one shared ``Leaf`` per tied
@@ -171,9 +173,38 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             done = _plan.step_planned(state, model, grad)
         except _core.NonFiniteNormError as err:
             raise _plan.norm_error(state, err) from None
-        if done or (done is None and _plan.plan_and_step(state, model, grad)):
+        except RuntimeError as err:
+            raise _busy(err) from None
+        if done:
             return state, model
-    return _update_general(state, model, grad)
+    # The slow paths, one thread at a time: a thread waits here while another
+    # steps a model in Python or plans one; a plan stepping in another thread
+    # holds its Leafs, and reaching them from here raises `_busy`.
+    with _stepping:
+        try:
+            if _plan.enabled and done is None and _plan.plan_and_step(state, model, grad):
+                return state, model
+            return _update_general(state, model, grad)
+        except RuntimeError as err:
+            if isinstance(err, RecursionError):
+                raise too_deep("update_") from None  # in the first walk: nothing changed
+            raise _busy(err) from None
+
+
+_stepping = threading.RLock()
+
+# PyO3's messages when a plan is in use by another thread.
+_BORROWED = ("Already borrowed", "Already mutably borrowed")
+
+
+def _busy(err: RuntimeError) -> RuntimeError:
+    """A clear error if `err` says a plan is being stepped by another thread, else `err`."""
+    if str(err) not in _BORROWED:
+        return err
+    return RuntimeError(
+        "this model (or part of it) is being stepped by another thread; step a model "
+        "from one thread at a time, or hold a lock around update_"
+    )
 
 
 def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
@@ -182,6 +213,9 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     _collect(state, model, grad, KeyPath(), entries)
     ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
+    for e in live:
+        # No plan may step these leaves while this step runs without the GIL.
+        e.leaf._detach()
 
     kernel_entries, python_entries = [], []
     for e in live:
@@ -399,15 +433,20 @@ def _replace_arrays(x: Any, replaced: dict[int, Any]) -> Any:
     return out
 
 
+@walks_models
 def update(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     """One optimisation step, returning ``(new_state, new_model)``; neither
     input is changed. Tied parameters stay tied in the new model."""
-    arrays: dict[int, np.ndarray] = _views.tied_copies(state, model)
-    leaves: dict[int, Leaf] = {}
-    new_state = _copy_state_tree(state, leaves)
-    new_model = _copy_parameters(state, model, arrays)
-    # A plan would be made for these new trees and then thrown away.
-    return _update_general(new_state, new_model, grad)
+    with _stepping:
+        try:
+            arrays: dict[int, np.ndarray] = _views.tied_copies(state, model)
+            leaves: dict[int, Leaf] = {}
+            new_state = _copy_state_tree(state, leaves)
+            new_model = _copy_parameters(state, model, arrays)
+            # A plan would be made for these new trees and then thrown away.
+            return _update_general(new_state, new_model, grad)
+        except RuntimeError as err:
+            raise _busy(err) from None
 
 
 def _copy_state(s: Any) -> Any:

@@ -205,7 +205,8 @@ class _Rule(AbstractRule):
         programs = self.__dict__["_programs"]
         program = programs.get(dtype)
         if program is None:
-            program = programs[dtype] = _core.Program(self._kernel(dtype), np.dtype(dtype).name)
+            native = np.dtype(dtype).newbyteorder("=")  # a '>f4' parameter runs as float32
+            program = programs[dtype] = _core.Program(self._kernel(native), native.name)
         return program
 
     def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
@@ -730,14 +731,14 @@ def runs_in_kernel(rule: AbstractRule, dtype: np.dtype) -> bool:
     """Whether a leaf with this rule and dtype is a kernel job (else Python runs it)."""
     if isinstance(rule, MixedPrecision):
         return _is_builtin(rule.rule) and runs_in_kernel(rule.rule, np.dtype(rule.dtype))
-    return _is_builtin(rule) and (dtype in _kernel.KERNEL_DTYPES or dtype == np.float16)
+    return _is_builtin(rule) and _kernel.work_dtype(dtype) is not None
 
 
 def check_dtype(dtype: np.dtype, rule: AbstractRule) -> str | None:
     """Why a parameter of this dtype cannot be optimised by this rule, if it cannot."""
     if isinstance(rule, MixedPrecision) or not _is_builtin(rule):
         return None
-    if dtype in _kernel.KERNEL_DTYPES or dtype == np.float16:
+    if _kernel.work_dtype(dtype) is not None:
         return None
     return (
         f"no kernel for parameters of dtype {dtype}; "
