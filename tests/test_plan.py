@@ -20,7 +20,7 @@ import pytest
 from layouts import unaligned
 
 import optimisers as opt
-from optimisers import _plan
+from optimisers import _leaf, _plan
 
 Chain = opt.OptimiserChain
 
@@ -452,7 +452,7 @@ def test_unplannable_models_take_the_general_path(monkeypatch):
         for _ in range(3):
             state, model = opt.update_(state, model, grads_like(model, rng))
         assert not is_planned(state)
-        assert _plan._declined.get(id(state)) == (id(model), _plan._generation)
+        assert _plan._declined.get(id(state)) == (id(model), _leaf.generation())
 
 
 def test_a_plan_lets_go_of_its_model():

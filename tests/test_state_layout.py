@@ -2,9 +2,9 @@
 
 Large state arrays start 1, 2 or 3 KiB into a page, in turn, so that a
 leaf's state arrays do not share an offset in their pages with each other or
-with a parameter NumPy allocated (see `rules._state_array`). Small ones are
+with a parameter NumPy allocated (see `_alloc._state_array`). Small ones are
 packed into blocks shared by the whole `setup`, one set of blocks per state
-slot (see `rules._Packed`). The values, shapes, dtypes and flags are those of
+slot (see `_alloc._Packed`). The values, shapes, dtypes and flags are those of
 plain arrays.
 """
 

@@ -50,6 +50,9 @@ def _step_in_child(queue):
     queue.put(float(x[0]))
 
 
+# JAX (used by other tests in the same process) warns at every fork() that its
+# own threads will not survive it; the kernel's pool is what this test checks.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_forked_child_can_still_run_the_pool(restore_threads):
     optimisers.set_num_threads(2)
     # Warm the pool in the parent first: its threads do not survive fork().

@@ -5,7 +5,8 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
     state, model = optimisers.update_(state, model, grad)  # every step
 """
 
-from ._core import get_num_threads, set_num_threads
+from ._core import get_num_threads
+from ._kernel import set_num_threads
 from .adjust import adjust, adjust_
 from .destructure import Restructure, destructure
 from .interface import Leaf, freeze_, setup, thaw_, update, update_

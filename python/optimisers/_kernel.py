@@ -14,35 +14,31 @@ already like that and go in as they are. The rest are staged here:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import numpy as np
 
 from . import _core
-from .rules import MixedPrecision, _is_builtin
+from ._gradients import as_gradient
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-_KERNEL_DTYPES = (_F32, _F64)
+#: The dtypes the kernel runs (float16 runs in float32 copies).
+KERNEL_DTYPES = (_F32, _F64)
 
 
-def runs_in_kernel(rule: Any, dtype: np.dtype) -> bool:
-    """Whether a leaf with this rule and dtype is a kernel job (else Python runs it)."""
-    if isinstance(rule, MixedPrecision):
-        return _is_builtin(rule.rule) and runs_in_kernel(rule.rule, np.dtype(rule.dtype))
-    return _is_builtin(rule) and (dtype in _KERNEL_DTYPES or dtype == np.float16)
-
-
-def check_dtype(dtype: np.dtype, rule: Any) -> str | None:
-    """Why a parameter of this dtype cannot be optimised by this rule, if it cannot."""
-    if isinstance(rule, MixedPrecision) or not _is_builtin(rule):
+def work_dtype(dtype: np.dtype) -> np.dtype | None:
+    """The dtype the kernel steps a parameter of ``dtype`` in (float16 and
+    non-native byte orders run in copies), or None if it cannot."""
+    if dtype in KERNEL_DTYPES:
+        return dtype
+    if dtype.kind != "f":
         return None
-    if dtype in _KERNEL_DTYPES or dtype == np.float16:
-        return None
-    return (
-        f"no kernel for parameters of dtype {dtype}; "
-        f"wrap the rule as MixedPrecision(numpy.float64, rule) to train them"
-    )
+    native = dtype.newbyteorder("=")
+    if native == np.float16:
+        return _F32
+    return native if native in KERNEL_DTYPES else None
 
 
 class Job:
@@ -75,22 +71,29 @@ def _buffer(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def prepare(
-    rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool = False
+    rule: Any,
+    state: Any,
+    x: np.ndarray,
+    grad: np.ndarray,
+    want_update: bool = False,
+    private_x: bool = False,
 ) -> Job:
     """The kernel job for one leaf. `grad` has x's dtype and shape and does not
     overlap `x`. After the kernel and `finish`, `job.result` is the new
-    parameter (or, with `want_update`, the update, or None if it was held)."""
-    if isinstance(rule, MixedPrecision):
-        return _prepare_mixed(rule, state, x, grad, want_update)
+    parameter (or, with `want_update`, the update, or None if it was held).
+    `rule` is a built-in rule or chain (``MixedPrecision``: `prepare_mixed`).
+    With `private_x` the kernel steps a copy of `x` (which overlaps another
+    parameter), copied back after."""
     dtype = x.dtype
-    if not want_update and dtype in _KERNEL_DTYPES and _writable(x, dtype):
+    if not want_update and not private_x and dtype in KERNEL_DTYPES and _writable(x, dtype):
         # The common case, first: everything goes to the kernel as it is.
         arrays = rule._arrays(state)
         if _readable(grad, dtype) and all(_writable(a, dtype) for a in arrays):
             program = rule._program(dtype)
             return Job((program, x, grad, arrays, rule._per_leaf(state), None), program, arrays, x)
-    work = _F32 if dtype == np.float16 else dtype
-    xbuf = _buffer(x, work)
+    work = work_dtype(dtype)
+    assert work is not None, dtype  # runs_in_kernel said so
+    xbuf = np.array(x, dtype=work, order="C", copy=True) if private_x else _buffer(x, work)
     gbuf = grad if _readable(grad, work) else np.array(grad, dtype=work, order="C", copy=True)
     arrays = rule._arrays(state)
     bufs = [_buffer(a, work) for a in arrays]
@@ -118,9 +121,10 @@ def prepare(
     return job
 
 
-def _prepare_mixed(
-    rule: MixedPrecision, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool
+def prepare_mixed(
+    rule: Any, state: Any, x: np.ndarray, grad: np.ndarray, want_update: bool = False
 ) -> Job:
+    """`prepare` for a ``MixedPrecision`` rule: its rule runs on the state's ``xT``."""
     xT, inner_state = state
     high = np.dtype(rule.dtype)
     job = prepare(rule.rule, inner_state, xT, grad.astype(high), want_update=False)
@@ -166,24 +170,29 @@ def run(jobs: list[Job]) -> None:
 
 def apply_builtin(rule: Any, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any]:
     """`rule.apply` for a built-in rule: one kernel job with an update buffer."""
-    from .interface import _as_gradient
-
     x = np.asarray(x)
-    grad = _as_gradient(dx, x, "apply")
+    grad = as_gradient(dx, x, "apply")
     job = prepare(rule, state, x, grad, want_update=True)
     run([job])
     new_state, through = rule._advance(state, x.dtype)
     return new_state, (job.result if through else None)
 
 
-def apply_mixed(rule: MixedPrecision, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any]:
+def apply_mixed(rule: Any, state: Any, x: np.ndarray, dx: Any) -> tuple[Any, Any]:
     """`MixedPrecision.apply`: the rule runs on ``xT``; the update is ``x - xT``."""
-    from .interface import _as_gradient
-
     xT, inner_state = state
     high = np.dtype(rule.dtype)
-    grad = _as_gradient(dx, x, "apply").astype(high)
+    grad = as_gradient(dx, x, "apply").astype(high)
     inner_state, update = rule.rule.apply(inner_state, xT, grad)
     if update is not None:
         np.subtract(xT, update, out=xT, casting="unsafe")
     return (xT, inner_state), (np.asarray(x) - xT.astype(x.dtype)).astype(x.dtype)
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (at least 1) for every step from now on."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: the number of threads must be an integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: the number of threads must be at least 1, got {n}")
+    _core.set_num_threads(int(n))

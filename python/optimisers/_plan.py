@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, tree
+from . import _core, _leaf, tree
+from ._errors import norm_error as _norm_error_at
+from ._kernel import KERNEL_DTYPES
+from ._leaf import Leaf
 from .keypath import KeyPath
 from .rules import _is_builtin
 
@@ -47,7 +50,6 @@ _plans: dict[int, tuple[weakref.ref, list[KeyPath]]] = {}
 # id(state tree) -> (id(model), generation): trees found unplannable, not retried
 # until a Leaf somewhere is changed by hand (a new generation) or the model differs.
 _declined: dict[int, tuple[int, int]] = {}
-_generation = 0
 
 #: ``step_planned(state, model, grad)``: ``update_`` through the plan made for
 #: ``state``; whether it did, or ``None`` when there is no plan for these trees
@@ -56,27 +58,19 @@ _generation = 0
 #: registry is searched in Rust (see ``_core.step_planned``).
 step_planned = functools.partial(_core.step_planned, _plans)
 
-_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def leaf_changed() -> None:
-    """A ``Leaf`` was changed by hand: trees once declined may be plannable now."""
-    global _generation
-    _generation += 1
-
 
 def plan_and_step(state: Any, model: Any, grad: Any) -> bool:
     """After ``step_planned`` found no plan that fits: plan the trees and take
     the step through the new plan if one can; return whether it did. On
     ``False`` nothing has changed."""
     # Plan again, unless this tree was found unplannable and nothing has changed since.
-    if _declined.get(id(state)) == (id(model), _generation):
+    if _declined.get(id(state)) == (id(model), _leaf.generation()):
         return False
     made = _make(state, model)
     if made is None:
         if len(_declined) > 64:
             _declined.clear()
-        _declined[id(state)] = (id(model), _generation)
+        _declined[id(state)] = (id(model), _leaf.generation())
         return False
     return bool(_step(*made, state, model, grad))
 
@@ -96,16 +90,13 @@ def norm_error(state: Any, err: _core.NonFiniteNormError) -> ValueError:
 
 def _norm_error(paths: list[KeyPath], err: _core.NonFiniteNormError) -> ValueError:
     leaf, p, norm = err.args
-    return ValueError(f"gradient at {paths[leaf]!r} has {p}-norm {norm} (ClipNorm with throw=True)")
+    return _norm_error_at(paths[leaf], p, norm)
 
 
 class _Flat:
     """A state tree and model flattened for ``_core.Plan.build``."""
 
     def __init__(self) -> None:
-        from .interface import Leaf  # interface imports this module
-
-        self.leaf_type = Leaf
         self.nodes: list[tuple] = []
         self.leaves: list[tuple] = []
         self.leaf_objects: list[Any] = []
@@ -114,7 +105,7 @@ class _Flat:
 
     def add(self, state: Any, model: Any, parent: int, key: Any, index: int, path: KeyPath) -> bool:
         """Add the subtree; False if it cannot be planned."""
-        if isinstance(state, self.leaf_type):
+        if isinstance(state, Leaf):
             return self._add_leaf(state, model, parent, key, index, path)
         kids = tree.children(model)
         if kids is None:
@@ -143,7 +134,7 @@ class _Flat:
     def _add_leaf(
         self, leaf: Any, x: Any, parent: int, key: Any, index: int, path: KeyPath
     ) -> bool:
-        if type(x) is not np.ndarray or x.dtype not in _KERNEL_DTYPES:
+        if type(x) is not np.ndarray or x.dtype not in KERNEL_DTYPES:
             return False
         if id(leaf) in self.seen:  # a Leaf in two places: a tie, for the general path
             return False
@@ -159,6 +150,8 @@ class _Flat:
         program = rule._program(x.dtype)
         if len(arrays) != program.states or len(per_leaf) != program.per_leaf:
             return False
+        if any(getattr(a, "shape", None) != x.shape for a in arrays):
+            return False  # the general path says what is wrong
         self.nodes.append((parent, key, index, "leaf", None, [], 0, len(self.leaves)))
         self.leaves.append((leaf, x, arrays, program, per_leaf, leaf.frozen))
         self.leaf_objects.append(leaf)

@@ -6,11 +6,9 @@ import copy
 import numbers
 from typing import Any
 
-import numpy as np
-
-from . import tree
-from .interface import ArgumentError, Leaf, _copy_state_tree
-from .keypath import KeyPath
+from ._errors import ArgumentError
+from ._leaf import leaves_under
+from .interface import _copy_state_tree
 from .rules import AbstractRule, MixedPrecision, OptimiserChain, RMSProp, _Rule
 
 __all__ = ["adjust", "adjust_"]
@@ -52,19 +50,6 @@ def _adjust_rule(rule: AbstractRule, fields: dict[str, Any], used: set[str]) -> 
     return new
 
 
-def _leaves(x: Any, found: dict[int, tuple[Leaf, KeyPath]], path: KeyPath) -> None:
-    if isinstance(x, Leaf):
-        found.setdefault(id(x), (x, path))
-        return
-    if isinstance(x, (np.ndarray, numbers.Number, np.generic)):
-        raise ArgumentError(
-            "adjust must not be applied to a model, only to the state tree from setup "
-            f"(got {type(x).__name__} at {path!r})"
-        )
-    for k, c in tree.children(x) or ():
-        _leaves(c, found, path.child(k))
-
-
 def _check_used(fields: dict[str, Any], used: set[str], where: str = "") -> None:
     unused = [k for k in fields if k not in used]
     if unused:
@@ -79,8 +64,7 @@ def adjust_(tree_: Any, eta: Any = None, **fields: Any) -> None:
     Inside a chain each field goes to the rules that have it; a field that no
     rule has is an error, and then nothing is changed."""
     fields = _fields_of(eta, fields)
-    found: dict[int, tuple[Leaf, KeyPath]] = {}
-    _leaves(tree_, found, KeyPath())
+    found = dict(enumerate(leaves_under(tree_, "adjust")))
     if not found:
         return  # no Leaf under tree_ (say, the state of a layer without parameters)
     used: set[str] = set()

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from . import _core, tree
-from .interface import checked_gradient
+from ._errors import walks_models
+from ._gradients import checked_gradient, children_of_grad
+from ._kernel import KERNEL_DTYPES
 from .keypath import KeyPath
 from .views import (
     Ties,
@@ -38,8 +40,6 @@ from .views import (
 )
 
 __all__ = ["Restructure", "destructure"]
-
-_RUST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Slot:
@@ -76,6 +76,7 @@ def _geometry(vm: ViewMap) -> tuple:
 # destructure
 
 
+@walks_models
 def destructure(model: Any) -> tuple[np.ndarray, Restructure]:
     """``(flat, re)``: every trainable parameter of ``model`` once, in tree
     order, raveled (C order) into one 1-d array of their common dtype
@@ -118,23 +119,29 @@ def _skeleton(model: Any) -> tuple[Any, list[np.ndarray], list[_Slot]]:
     placeholders: list[_Slot] = []
     seen: dict[int, Any] = {}  # id -> its placeholder (parameters) or skeleton (containers)
 
-    def go(x: Any) -> Any:
-        known = seen.get(id(x))
-        if known is not None:
-            return known
-        if tree.is_parameter(x):
-            p = seen[id(x)] = _Slot(-1)
-            arrays.append(x)
-            placeholders.append(p)
-            return p
-        kids = tree.trainable_children(x)
-        if kids is None:
-            return x
-        new = {k: go(c) for k, c, trainable in kids if trainable}
-        out = seen[id(x)] = tree.rebuild(x, new)
-        return out
+    return _skeleton_of(model, seen, arrays, placeholders), arrays, placeholders
 
-    return go(model), arrays, placeholders
+
+# The walks below are module functions or methods, not closures: a closure that
+# calls itself is a reference cycle, which would keep the model alive until the
+# collector runs.
+def _skeleton_of(
+    x: Any, seen: dict[int, Any], arrays: list[np.ndarray], placeholders: list[_Slot]
+) -> Any:
+    known = seen.get(id(x))
+    if known is not None:
+        return known
+    if tree.is_parameter(x):
+        p = seen[id(x)] = _Slot(-1)
+        arrays.append(x)
+        placeholders.append(p)
+        return p
+    kids = tree.trainable_children(x)
+    if kids is None:
+        return x
+    new = {k: _skeleton_of(c, seen, arrays, placeholders) for k, c, trainable in kids if trainable}
+    out = seen[id(x)] = tree.rebuild(x, new)
+    return out
 
 
 class _SlotInfo(tuple):
@@ -172,11 +179,11 @@ def _layout(owner: np.ndarray, ties: Ties) -> tuple[int, ...] | None:
 def _gather(flat: np.ndarray, pieces: list[tuple[int, Any, bool]]) -> None:
     """Write ``(offset, array or int n for n zeros, add)`` pieces into ``flat``
     (raveled in C order), in Rust when the dtypes allow."""
-    if flat.dtype in _RUST_DTYPES:
+    if flat.dtype in KERNEL_DTYPES:
         given = []
         for offset, src, add in pieces:
             if isinstance(src, np.ndarray):
-                if src.dtype not in _RUST_DTYPES:
+                if src.dtype not in KERNEL_DTYPES:
                     src = src.astype(flat.dtype)
                 elif not (src.flags.c_contiguous and src.flags.aligned):
                     src = np.array(src, order="C")  # Rust reads any such shape, no other
@@ -292,7 +299,7 @@ class Restructure:
                 values[i] = flat[s.offset : s.offset + s.size].reshape(s.shape)
             else:
                 by_dtype.setdefault(s.dtype, []).append(i)
-        rust = flat.dtype in _RUST_DTYPES and flat.flags.c_contiguous and flat.flags.aligned
+        rust = flat.dtype in KERNEL_DTYPES and flat.flags.c_contiguous and flat.flags.aligned
         parts: list[tuple[int, np.ndarray]] = []
         for dtype, indices in by_dtype.items():
             buffer = np.empty(sum(self._slots[i].size for i in indices), dtype)
@@ -303,7 +310,7 @@ class Restructure:
                 at += s.size
                 if not s.size:
                     pass
-                elif rust and dtype in _RUST_DTYPES:
+                elif rust and dtype in KERNEL_DTYPES:
                     parts.append((s.offset, part))
                 else:
                     seg = flat[s.offset : s.offset + s.size]
@@ -324,42 +331,31 @@ class Restructure:
         live = self._live_nodes()
         memo: dict[int, Any] = {}
 
-        def go(x: Any) -> Any:
-            if isinstance(x, _Slot):
-                return fill(x)
-            if id(x) not in live:
-                return x
-            if id(x) in memo:
-                return memo[id(x)]
-            kids = tree.children(x)
-            assert kids is not None
-            new = {k: go(c) for k, c in kids if id(c) in live or isinstance(c, _Slot)}
-            out = memo[id(x)] = tree.rebuild(x, new)
-            return out
+        return self._rebuild_node(self._skeleton, fill, live, memo)
 
-        return go(self._skeleton)
+    def _rebuild_node(self, x: Any, fill: Any, live: set[int], memo: dict[int, Any]) -> Any:
+        if isinstance(x, _Slot):
+            return fill(x)
+        if id(x) not in live:
+            return x
+        if id(x) in memo:
+            return memo[id(x)]
+        kids = tree.children(x)
+        assert kids is not None
+        new = {
+            k: self._rebuild_node(c, fill, live, memo)
+            for k, c in kids
+            if id(c) in live or isinstance(c, _Slot)
+        }
+        out = memo[id(x)] = tree.rebuild(x, new)
+        return out
 
     def _live_nodes(self) -> set[int]:
         """ids of the skeleton's containers that hold a placeholder somewhere below."""
         if self._live is None:
             live: set[int] = set()
 
-            def mark(x: Any) -> bool:
-                if isinstance(x, _Slot):
-                    return True
-                if isinstance(x, np.ndarray):
-                    return False
-                kids = tree.children(x)
-                if kids is None:
-                    return False
-                found = False
-                for _, c in kids:
-                    found = mark(c) or found
-                if found:
-                    live.add(id(x))
-                return found
-
-            mark(self._skeleton)
+            _mark_live(self._skeleton, live)
             self._live = live
         return self._live
 
@@ -371,30 +367,19 @@ class Restructure:
         ``re``. Gradients of tied parameters are summed, a view's gradient is
         mapped back onto its parameter, and ``None`` (or a missing key) counts
         as zeros."""
-        from .interface import _children_of_grad
-
         live = self._live_nodes()
         direct: list[list[tuple[KeyPath, np.ndarray]]] = [[] for _ in self._slots]
         through_views: list[tuple[_Slot, np.ndarray]] = []
-
-        def go(x: Any, g: Any, path: KeyPath) -> None:
-            if g is None:
-                return
-            if isinstance(x, _Slot):
-                if x.geometry is None:
-                    s = self._slots[x.index]
-                    direct[x.index].append((path, self._grad_array(g, s.shape, path)))
-                else:
-                    through_views.append((x, self._grad_array(g, x.map.shape, path)))
-                return
-            grad_of = _children_of_grad(g, x, path)
-            for k, c in tree.children(x) or ():
-                if isinstance(c, _Slot) or id(c) in live:
-                    go(c, grad_of(k), path.child(k))
-
         if isinstance(self._skeleton, _Slot) or id(self._skeleton) in live:
-            go(self._skeleton, grad, KeyPath())
-        out = np.empty(self.length, self.dtype)
+            self._grads(self._skeleton, grad, KeyPath(), live, direct, through_views)
+        # As Optimisers.jl's pullback: the vector is wide enough for every
+        # contribution (a float64 gradient of a float32 model is not rounded).
+        dtype = np.result_type(
+            self.dtype,
+            *(g.dtype for grads in direct for _, g in grads),
+            *(g.dtype for _, g in through_views),
+        )
+        out = np.empty(self.length, dtype)
         pieces: list[tuple[int, Any, bool]] = []
         for s, grads in zip(self._slots, direct):
             if not grads:
@@ -407,13 +392,37 @@ class Restructure:
             vs.map.add_into(out[s.offset : s.offset + s.size].reshape(s.shape), g)
         return out
 
+    def _grads(
+        self,
+        x: Any,
+        g: Any,
+        path: KeyPath,
+        live: set[int],
+        direct: list[list[tuple[KeyPath, np.ndarray]]],
+        through_views: list[tuple[_Slot, np.ndarray]],
+    ) -> None:
+        """Collect the gradients of the skeleton's node ``x`` from ``g``."""
+        if g is None:
+            return
+        if isinstance(x, _Slot):
+            if x.geometry is None:
+                s = self._slots[x.index]
+                direct[x.index].append((path, self._grad_array(g, s.shape, path)))
+            else:
+                through_views.append((x, self._grad_array(g, x.map.shape, path)))
+            return
+        grad_of = children_of_grad(g, x, path)
+        for k, c in tree.children(x) or ():
+            if isinstance(c, _Slot) or id(c) in live:
+                self._grads(c, grad_of(k), path.child(k), live, direct, through_views)
+
     def _grad_array(self, g: Any, shape: tuple[int, ...], path: KeyPath) -> np.ndarray:
-        if type(g) is np.ndarray and g.shape == shape and g.dtype in _RUST_DTYPES:
+        if type(g) is np.ndarray and g.shape == shape and g.dtype in KERNEL_DTYPES:
             return g  # the common case, which the checks below would pass unchanged
         real = "real" if self.dtype.kind != "c" else None
         arr = checked_gradient(g, shape, real, f"at {path!r}")
         kind = arr.dtype.kind
-        if kind in "biu" or (arr.dtype not in _RUST_DTYPES and self.dtype in _RUST_DTYPES):
+        if kind in "biu" or (arr.dtype not in KERNEL_DTYPES and self.dtype in KERNEL_DTYPES):
             arr = arr.astype(self.dtype)
         return arr
 
@@ -427,3 +436,20 @@ def _with_strides(values: np.ndarray, strides: tuple[int, ...]) -> np.ndarray:
     out = np.ndarray(shape, values.dtype, buffer=memory, offset=-lo, strides=strides)
     np.copyto(out, values)
     return out
+
+
+def _mark_live(x: Any, live: set[int]) -> bool:
+    """Add to ``live`` the ids of the containers under ``x`` that hold a placeholder."""
+    if isinstance(x, _Slot):
+        return True
+    if isinstance(x, np.ndarray):
+        return False
+    kids = tree.children(x)
+    if kids is None:
+        return False
+    found = False
+    for _, c in kids:
+        found = _mark_live(c, live) or found
+    if found:
+        live.add(id(x))
+    return found

@@ -18,138 +18,30 @@ import bisect
 import copy
 import itertools
 import numbers
+import threading
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import _core, _kernel, _plan, tree
-from . import rules as _rules
+from . import _alloc, _core, _kernel, _plan, tree
 from . import views as _views
+from ._errors import ArgumentError as ArgumentError  # where it lived before _errors
+from ._errors import norm_error, too_deep, walks_models
+from ._gradients import as_gradient, children_of_grad
+from ._leaf import Leaf, leaves_under
 from .keypath import KeyPath
-from .rules import AbstractRule, MixedPrecision
+from .rules import AbstractRule, MixedPrecision, _is_builtin, check_dtype, runs_in_kernel
 
 __all__ = ["Leaf", "freeze_", "setup", "thaw_", "update", "update_"]
-
-
-class Leaf:
-    """The optimiser state of one parameter: its ``rule``, its ``state``, and
-    whether it is ``frozen``. Mutable; the same ``Leaf`` at several places of a
-    state tree means the parameter there is one and the same (a tie)."""
-
-    # Once `update_` has planned a step (see `_plan.py`), the plan keeps this
-    # leaf's per-leaf scalars: `_plan` and `_slot` say where, and reading
-    # `state` fetches them. Setting any field detaches the leaf and retires the plan.
-    __slots__ = ("_frozen", "_plan", "_rule", "_slot", "_state")
-
-    def __init__(self, rule: AbstractRule, state: Any, frozen: bool = False) -> None:
-        self._rule = rule
-        self._state = state
-        self._frozen = bool(frozen)
-        self._plan: Any = None
-        self._slot = 0
-
-    @property
-    def rule(self) -> AbstractRule:
-        return self._rule
-
-    @rule.setter
-    def rule(self, rule: AbstractRule) -> None:
-        self._detach()
-        self._rule = rule
-        _plan.leaf_changed()
-
-    @property
-    def state(self) -> Any:
-        if self._plan is not None:
-            moved = self._plan.moved(self._slot)
-            if moved is not None:
-                self._state = self._rule._with_per_leaf(self._state, moved)
-        return self._state
-
-    @state.setter
-    def state(self, state: Any) -> None:
-        self._set_state(state)
-        _plan.leaf_changed()
-
-    @property
-    def frozen(self) -> bool:
-        return self._frozen
-
-    @frozen.setter
-    def frozen(self, frozen: bool) -> None:
-        self._detach()
-        self._frozen = bool(frozen)
-        _plan.leaf_changed()
-
-    def _attach(self, plan: Any, slot: int) -> None:
-        self._plan, self._slot = plan, slot
-
-    def _detach(self) -> None:
-        """Take the state back from the plan, and retire the plan."""
-        plan = self._plan
-        if plan is not None:
-            self._state = self.state
-            self._plan = None
-            plan.invalidate()
-
-    def _set_state(self, state: Any) -> None:
-        """Set the state after a step of the general path."""
-        plan = self._plan
-        if plan is not None:
-            self._plan = None
-            plan.invalidate()
-        self._state = state
-
-    def __repr__(self) -> str:
-        frozen = ", frozen=True" if self.frozen else ""
-        return f"Leaf({self.rule!r}, {_show_state(self.state)}{frozen})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Leaf):
-            return NotImplemented
-        return (
-            self.rule == other.rule
-            and self.frozen == other.frozen
-            and _state_equal(self.state, other.state)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Leaf, (self.rule, self.state, self.frozen))
-
-
-def _show_state(state: Any) -> str:
-    if isinstance(state, tuple):
-        inner = ", ".join(_show_state(s) for s in state)
-        return f"({inner}{',' if len(state) == 1 else ''})"
-    if isinstance(state, np.ndarray):
-        return np.array2string(state, separator=", ", threshold=8, edgeitems=2)
-    if isinstance(state, np.generic):
-        return repr(state.item())
-    return repr(state)
-
-
-def _state_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (
-            isinstance(a, np.ndarray)
-            and isinstance(b, np.ndarray)
-            and a.shape == b.shape
-            and bool(np.array_equal(a, b))
-        )
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
-    return bool(a == b)
 
 
 # ---------------------------------------------------------------------------
 # setup
 
 
+@walks_models
 def setup(rule: AbstractRule, model: Any) -> Any:
     """The state tree for training ``model`` with ``rule``: the model's shape,
     with a ``Leaf`` for each trainable array (one shared ``Leaf`` per tied
@@ -158,7 +50,7 @@ def setup(rule: AbstractRule, model: Any) -> Any:
         raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
-    with _rules._packed_states():
+    with _alloc.packed_states():
         for owner_id, tied in ties.views.items():  # a NumPy view shares its parameter's Leaf
             leaf = _setup(rule, ties.owners[owner_id], cache, ties.paths[owner_id])
             cache.update((id(view), leaf) for view, _ in tied)
@@ -178,10 +70,10 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
             # Checked first: the generic dtype advice (wrap in MixedPrecision) does not help here.
             problem = f"complex parameters are not supported by {type(rule).__name__}"
         else:
-            problem = _kernel.check_dtype(x.dtype, rule)
+            problem = check_dtype(x.dtype, rule)
         if problem is not None:
             raise TypeError(f"parameter at {path!r} has dtype {x.dtype}: {problem}")
-        _rules._next_leaf()
+        _alloc.next_leaf()
         leaf = cache[id(x)] = Leaf(rule, rule.init(x))
         return leaf
     if not tree.is_container(x):
@@ -192,54 +84,11 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
 
 
 def _is_builtin_any(rule: AbstractRule) -> bool:
-    from .rules import MixedPrecision, _is_builtin
-
     return _is_builtin(rule) or isinstance(rule, MixedPrecision)
 
 
 # ---------------------------------------------------------------------------
 # Checking gradients
-
-
-def checked_gradient(g: Any, shape: tuple[int, ...], real: str | None, where: str) -> np.ndarray:
-    """``g`` as an array of numbers of this ``shape``, or a clear error naming
-    ``where``. ``real`` names the parameter's real dtype (complex gradients are
-    refused), or is None for complex parameters."""
-    if isinstance(g, np.ndarray):
-        arr = g
-    elif isinstance(g, (numbers.Number, np.generic, list, tuple)):
-        try:
-            arr = np.asarray(g)
-        except ValueError as e:
-            raise ValueError(f"gradient {where} is not a regular array: {e}") from None
-    else:
-        raise TypeError(f"gradient {where} must be an array of numbers, got {type(g).__name__}")
-    kind = arr.dtype.kind
-    if kind == "c" and real is not None:
-        raise TypeError(f"gradient {where} is complex ({arr.dtype}) but the parameter is {real}")
-    if kind not in "biufc":
-        raise TypeError(f"gradient {where} must hold real numbers, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(
-            f"gradient {where} has shape {arr.shape}, but the parameter has shape {shape}"
-        )
-    return arr
-
-
-def _as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
-    """``g`` as an array of ``x``'s dtype and shape that does not overlap ``x``,
-    or a clear error naming ``path``."""
-    if (
-        type(g) is np.ndarray and g.dtype == x.dtype and g.shape == x.shape and g.flags.c_contiguous
-    ):  # the common case, checked first: it runs once per leaf and step
-        return g.copy() if np.may_share_memory(g, x) else g
-    where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
-    arr = checked_gradient(g, x.shape, str(x.dtype) if x.dtype.kind != "c" else None, where)
-    if arr.dtype != x.dtype or not arr.flags.c_contiguous:
-        return np.ascontiguousarray(arr, dtype=x.dtype)
-    if np.may_share_memory(arr, x):
-        return arr.copy()
-    return arr
 
 
 @dataclass
@@ -254,49 +103,10 @@ class _Entry:
     # Arrays from the same memory as x under this Leaf (NumPy views, see views.py),
     # with their gradients: views.resolve moves these onto the owner after the walk.
     views: list[tuple[np.ndarray, np.ndarray, KeyPath]] = field(default_factory=list)
-
-
-def _children_of_grad(grad: Any, model: Any, path: KeyPath) -> Any:
-    """A function from a model child's key to its gradient (None when absent)."""
-    if isinstance(grad, Mapping):
-        if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
-            raise TypeError(
-                f"gradient at {path!r} should be a {type(model).__name__} like the model, "
-                f"got {type(grad).__name__}"
-            )
-        if isinstance(model, Mapping):
-            extra = [k for k, v in grad.items() if k not in model and v is not None]
-            if extra:
-                raise ValueError(
-                    f"gradient at {path!r} has key(s) {', '.join(map(repr, extra))} "
-                    f"that the model does not have"
-                )
-        return lambda k: grad.get(k)
-    if isinstance(model, (list, tuple)) and not tree._is_namedtuple(model):
-        if not isinstance(grad, (list, tuple)):
-            raise TypeError(
-                f"gradient at {path!r} should be a {type(model).__name__} like the model, "
-                f"got {type(grad).__name__}"
-            )
-        if len(grad) != len(model):
-            raise ValueError(
-                f"gradient at {path!r} has {len(grad)} entries, the model has {len(model)}"
-            )
-        return lambda k: grad[k]
-    if tree._is_namedtuple(model) and isinstance(grad, tuple) and not tree._is_namedtuple(grad):
-        if len(grad) != len(model):
-            raise ValueError(
-                f"gradient at {path!r} has {len(grad)} entries, the model has {len(model)}"
-            )
-        index = {f: i for i, f in enumerate(type(model)._fields)}
-        return lambda k: grad[index[k]]
-    if isinstance(grad, (np.ndarray, numbers.Number, str, bytes, list, tuple)) and not (
-        tree._is_namedtuple(grad)
-    ):
-        raise TypeError(
-            f"gradient at {path!r} should mirror a {type(model).__name__}, got {type(grad).__name__}"
-        )
-    return lambda k: getattr(grad, k, None)
+    # The state the step reads (kernel leaves: read-only arrays replaced by copies).
+    state: Any = None
+    # x overlaps another parameter without being its view: the kernel steps a copy.
+    private_x: bool = False
 
 
 def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int, _Entry]) -> None:
@@ -307,7 +117,7 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
             raise TypeError(
                 f"the state tree has a Leaf at {path!r} but the model has {type(model).__name__}"
             )
-        g = _as_gradient(grad, model, path)
+        g = as_gradient(grad, model, path)
         entry = entries.get(id(state))
         if entry is None:
             entries[id(state)] = _Entry(state, model, g, path)
@@ -333,7 +143,7 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
         raise TypeError(
             f"the state tree at {path!r} does not match the model ({type(model).__name__})"
         )
-    grad_of = _children_of_grad(grad, model, path)
+    grad_of = children_of_grad(grad, model, path)
     for key, child in kids:
         try:
             child_state = tree.child(state, key)
@@ -363,9 +173,38 @@ def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             done = _plan.step_planned(state, model, grad)
         except _core.NonFiniteNormError as err:
             raise _plan.norm_error(state, err) from None
-        if done or (done is None and _plan.plan_and_step(state, model, grad)):
+        except RuntimeError as err:
+            raise _busy(err) from None
+        if done:
             return state, model
-    return _update_general(state, model, grad)
+    # The slow paths, one thread at a time: a thread waits here while another
+    # steps a model in Python or plans one; a plan stepping in another thread
+    # holds its Leafs, and reaching them from here raises `_busy`.
+    with _stepping:
+        try:
+            if _plan.enabled and done is None and _plan.plan_and_step(state, model, grad):
+                return state, model
+            return _update_general(state, model, grad)
+        except RuntimeError as err:
+            if isinstance(err, RecursionError):
+                raise too_deep("update_") from None  # in the first walk: nothing changed
+            raise _busy(err) from None
+
+
+_stepping = threading.RLock()
+
+# PyO3's messages when a plan is in use by another thread.
+_BORROWED = ("Already borrowed", "Already mutably borrowed")
+
+
+def _busy(err: RuntimeError) -> RuntimeError:
+    """A clear error if `err` says a plan is being stepped by another thread, else `err`."""
+    if str(err) not in _BORROWED:
+        return err
+    return RuntimeError(
+        "this model (or part of it) is being stepped by another thread; step a model "
+        "from one thread at a time, or hold a lock around update_"
+    )
 
 
 def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
@@ -374,23 +213,33 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     _collect(state, model, grad, KeyPath(), entries)
     ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
-
-    _unalias_gradients(live)
-
-    kernel_jobs, kernel_entries, python_entries = [], [], []
     for e in live:
-        if _kernel.runs_in_kernel(e.leaf.rule, e.x.dtype):
-            try:
-                job = _kernel.prepare(e.leaf.rule, e.leaf.state, e.x, e.grad)
-            except (TypeError, IndexError, AttributeError, ValueError):
-                _check_kernel_state(e)  # a clearer error, naming the path
-                raise
-            # State arrays that do not fit: the kernel checks every job of every
-            # dtype before it writes anything, and the handler below names the path.
-            kernel_jobs.append(job)
+        # No plan may step these leaves while this step runs without the GIL.
+        e.leaf._detach()
+
+    kernel_entries, python_entries = [], []
+    for e in live:
+        if runs_in_kernel(e.leaf.rule, e.x.dtype):
+            problem = _state_problem(e.leaf.rule, e.leaf.state, e.x)
+            if problem is not None:
+                raise ValueError(
+                    f"the state at {e.path!r} {problem}; was it set up for this model?"
+                )
+            e.state = _writable_state(e.leaf.state)
             kernel_entries.append(e)
         else:
             python_entries.append(e)
+    _check_memory(kernel_entries)
+    _unalias_gradients(live)
+
+    kernel_jobs = []
+    for e in kernel_entries:
+        rule = e.leaf.rule
+        if isinstance(rule, MixedPrecision):
+            job = _kernel.prepare_mixed(rule, e.state, e.x, e.grad)
+        else:
+            job = _kernel.prepare(rule, e.state, e.x, e.grad, private_x=e.private_x)
+        kernel_jobs.append(job)
 
     # Python rules run first, on copies of their state, and nothing is committed
     # until every leaf (kernel ones too) has succeeded: a failing leaf anywhere
@@ -404,18 +253,9 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             _kernel.run(kernel_jobs)
         except _core.NonFiniteNormError as err:
             job, p, norm = err.args
-            where = kernel_entries[job].path
-            raise ValueError(
-                f"gradient at {where!r} has {p}-norm {norm} (ClipNorm with throw=True)"
-            ) from None
-        except ValueError:
-            # The kernel's message names a job number: name the leaf's path instead
-            # if its state is the trouble (the shapes were checked above already).
-            for e in kernel_entries:
-                _check_kernel_state(e)
-            raise
+            raise norm_error(kernel_entries[job].path, p, norm) from None
         for e, job in zip(kernel_entries, kernel_jobs):
-            e.leaf._set_state(e.leaf.rule._advance(e.leaf.state, e.x.dtype)[0])
+            e.leaf._set_state(e.leaf.rule._advance(e.state, e.x.dtype)[0])
             if job.result is not e.x:
                 replaced[id(e.x)] = job.result
 
@@ -446,17 +286,8 @@ def _unalias_gradients(live: list[_Entry]) -> None:
     it writes those."""
     written = []
     for e in live:
-        arrays = [e.x]
-        state = e.leaf.state
-        rule = e.leaf.rule
-        try:
-            if isinstance(rule, MixedPrecision):
-                arrays += [state[0], *rule.rule._arrays(state[1])]
-            elif _kernel.runs_in_kernel(rule, e.x.dtype):
-                arrays += rule._arrays(state)
-        except (TypeError, IndexError, AttributeError):
-            pass  # a state that does not fit: reported when its job is made
-        written += [_views._bounds(a) for a in arrays if isinstance(a, np.ndarray) and a.size]
+        arrays = [a for a, _ in _kernel_arrays(e)] if e.state is not None else [e.x]
+        written += [_views._bounds(a) for a in arrays if a.size]
     if not written:
         return
     written.sort()
@@ -472,25 +303,80 @@ def _unalias_gradients(live: list[_Entry]) -> None:
             e.grad, e.owns_grad = e.grad.copy(), True
 
 
-def _check_kernel_state(e: _Entry) -> None:
-    """Raise a clear error, naming the path, if a Leaf's state arrays do not fit
-    its parameter (a state tree set up for another model); else return."""
-    rule, state, shape = e.leaf.rule, e.leaf.state, e.x.shape
+def _state_problem(rule: AbstractRule, state: Any, x: np.ndarray) -> str | None:
+    """What is wrong with a kernel leaf's state for the parameter ``x``, if anything."""
+    if isinstance(rule, MixedPrecision):
+        if not (isinstance(state, tuple) and len(state) == 2):
+            return f"is not a state of {rule!r}"
+        xT = state[0]
+        if not isinstance(xT, np.ndarray) or xT.shape != x.shape:
+            shape = getattr(xT, "shape", type(xT).__name__)
+            return f"holds a copy of shape {shape}, but the parameter has shape {x.shape}"
+        return _state_problem(rule.rule, state[1], xT)
     try:
-        if isinstance(rule, MixedPrecision):
-            arrays = [state[0], *rule.rule._arrays(state[1])]
-        else:
-            arrays = rule._arrays(state)
-        bad = next((arr for arr in arrays if arr.shape != shape), None)
-    except (TypeError, IndexError, AttributeError, ValueError):
-        raise ValueError(
-            f"the state at {e.path!r} is not a state of {rule!r}; was it set up for this model?"
-        ) from None
-    if bad is not None:
-        raise ValueError(
-            f"the state at {e.path!r} holds an array of shape {bad.shape}, but the parameter "
-            f"has shape {shape}; was the state set up for this model?"
-        )
+        arrays = rule._arrays(state)
+        scalars = rule._per_leaf(state)
+    except (TypeError, IndexError, AttributeError, ValueError, KeyError):
+        return f"is not a state of {rule!r}"
+    program = rule._program(x.dtype)  # type: ignore[attr-defined]
+    if len(arrays) != program.states or len(scalars) != program.per_leaf:
+        return f"is not a state of {rule!r}"
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            return f"holds a {type(a).__name__} where {rule!r} keeps an array"
+        if a.shape != x.shape:
+            return f"holds an array of shape {a.shape}, but the parameter has shape {x.shape}"
+    return None
+
+
+def _writable_state(state: Any) -> Any:
+    """``state`` with every array that cannot be written (``np.load(mmap_mode="r")``,
+    a JAX array's buffer) replaced by a writeable copy; ``state`` itself if none."""
+    if isinstance(state, np.ndarray):
+        return state if state.flags.writeable else state.copy()
+    if isinstance(state, tuple) and not tree._is_namedtuple(state):
+        new = tuple(_writable_state(s) for s in state)
+        return state if all(n is o for n, o in zip(new, state)) else new
+    return state
+
+
+def _kernel_arrays(e: _Entry) -> list[tuple[np.ndarray, str]]:
+    """The arrays the kernel writes for a leaf, each with what it is."""
+    rule, state = e.leaf.rule, e.state
+    if isinstance(rule, MixedPrecision):
+        rule, state = rule.rule, state[1]
+        out = [(e.x, "parameter"), (e.state[0], "state")]
+    else:
+        out = [(e.x, "parameter")]
+    return out + [(a, "state") for a in rule._arrays(state)]  # type: ignore[attr-defined]
+
+
+def _check_memory(entries: list[_Entry]) -> None:
+    """Refuse state arrays that share memory with another written array (two
+    Leafs holding the same state arrays, say), naming both paths; a parameter
+    that overlaps another without being its view (``setup`` warned) is trained
+    as a parameter of its own, through a copy."""
+    spans = []
+    for i, e in enumerate(entries):
+        for a, what in _kernel_arrays(e):
+            if a.size:
+                spans.append((*_views._bounds(a), i, what, a))
+    spans.sort(key=lambda s: s[0])
+    widest = None  # the span reaching furthest so far
+    for span in spans:
+        lo, hi, i, what, a = span
+        if widest is not None and lo < widest[1]:
+            j, other = widest[2], widest[3]
+            if what == other == "parameter" and i != j:
+                entries[i].private_x = True
+                continue
+            raise ValueError(
+                f"the {what} at {entries[i].path!r} shares memory with the {other} at "
+                f"{entries[j].path!r}; each Leaf needs state arrays of its own "
+                "(two Leafs holding the same arrays? copy one with copy.deepcopy)"
+            )
+        if widest is None or hi > widest[1]:
+            widest = span
 
 
 def _apply_python(e: _Entry) -> tuple[Any, Any]:
@@ -500,9 +386,7 @@ def _apply_python(e: _Entry) -> tuple[Any, Any]:
         new_state, update = e.leaf.rule.apply(_copy_state(e.leaf.state), e.x, e.grad)
     except _core.NonFiniteNormError as err:
         _job, p, norm = err.args
-        raise ValueError(
-            f"gradient at {e.path!r} has {p}-norm {norm} (ClipNorm with throw=True)"
-        ) from None
+        raise norm_error(e.path, p, norm) from None
     if update is None:
         return new_state, None
     update = np.asarray(update)
@@ -549,15 +433,20 @@ def _replace_arrays(x: Any, replaced: dict[int, Any]) -> Any:
     return out
 
 
+@walks_models
 def update(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     """One optimisation step, returning ``(new_state, new_model)``; neither
     input is changed. Tied parameters stay tied in the new model."""
-    arrays: dict[int, np.ndarray] = _views.tied_copies(state, model)
-    leaves: dict[int, Leaf] = {}
-    new_state = _copy_state_tree(state, leaves)
-    new_model = _copy_parameters(state, model, arrays)
-    # A plan would be made for these new trees and then thrown away.
-    return _update_general(new_state, new_model, grad)
+    with _stepping:
+        try:
+            arrays: dict[int, np.ndarray] = _views.tied_copies(state, model)
+            leaves: dict[int, Leaf] = {}
+            new_state = _copy_state_tree(state, leaves)
+            new_model = _copy_parameters(state, model, arrays)
+            # A plan would be made for these new trees and then thrown away.
+            return _update_general(new_state, new_model, grad)
+        except RuntimeError as err:
+            raise _busy(err) from None
 
 
 def _copy_state(s: Any) -> Any:
@@ -619,29 +508,9 @@ def _copy_parameters(state: Any, model: Any, arrays: dict[int, Any]) -> Any:
 # freeze_ / thaw_
 
 
-class ArgumentError(TypeError, ValueError):
-    """A call was given the wrong kind of argument (a model for a state tree,
-    an unknown field)."""
-
-
 def _set_frozen(tree_: Any, frozen: bool, name: str) -> None:
-    leaves: list[Leaf] = []
-    _find_leaves(tree_, name, KeyPath(), leaves)  # checks the whole tree before changing any
-    for leaf in leaves:
+    for leaf, _ in leaves_under(tree_, name):  # the whole tree checked before any is changed
         leaf.frozen = frozen
-
-
-def _find_leaves(tree_: Any, name: str, path: KeyPath, leaves: list[Leaf]) -> None:
-    if isinstance(tree_, Leaf):
-        leaves.append(tree_)
-        return
-    if isinstance(tree_, (np.ndarray, numbers.Number, np.generic)):
-        raise ArgumentError(
-            f"{name} must not be applied to a model, only to the state tree from setup "
-            f"(got {type(tree_).__name__} at {path!r})"
-        )
-    for k, c in tree.children(tree_) or ():
-        _find_leaves(c, name, path.child(k), leaves)
 
 
 def freeze_(tree_: Any) -> None:

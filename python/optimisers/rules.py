@@ -13,15 +13,15 @@ file per rule.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import itertools
+import math
 import numbers
 from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _kernel
+from ._alloc import full as _full
+from ._alloc import zeros as _zeros
 
 __all__ = [
     "AMSGrad",
@@ -49,8 +49,6 @@ __all__ = [
     "SignDecay",
     "WeightDecay",
 ]
-
-_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class AbstractRule:
@@ -81,9 +79,11 @@ def _real(rule: str, name: str, value: Any) -> float:
 
 def _nonneg(rule: str, name: str, value: Any) -> float:
     value = _real(rule, name, value)
+    what = "the learning rate" if name == "eta" else name
     if value < 0:
-        what = "the learning rate" if name == "eta" else name
         raise ValueError(f"{rule}: {what} cannot be negative, got {value}")
+    if name == "eta" and not math.isfinite(value):
+        raise ValueError(f"{rule}: {what} must be finite, got {value}")
     return value
 
 
@@ -205,7 +205,8 @@ class _Rule(AbstractRule):
         programs = self.__dict__["_programs"]
         program = programs.get(dtype)
         if program is None:
-            program = programs[dtype] = _core.Program(self._kernel(dtype), np.dtype(dtype).name)
+            native = np.dtype(dtype).newbyteorder("=")  # a '>f4' parameter runs as float32
+            program = programs[dtype] = _core.Program(self._kernel(native), native.name)
         return program
 
     def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
@@ -213,9 +214,7 @@ class _Rule(AbstractRule):
 
         Returns ``(new_state, update)``; the state arrays are advanced in place.
         """
-        from ._kernel import apply_builtin
-
-        return apply_builtin(self, state, x, dx)
+        return _kernel.apply_builtin(self, state, x, dx)
 
 
 def _rebuild(cls: type, fields: dict[str, Any]) -> Any:
@@ -240,131 +239,6 @@ def _eps(dtype: np.dtype, value: float) -> float:
 
 def _scalar(dtype: np.dtype, value: float) -> np.generic:
     return np.dtype(dtype).type(value)
-
-
-# State arrays of this many bytes or more start 1, 2 or 3 KiB into a page, in
-# turn. Large NumPy arrays all start 16 bytes into a page, and sizes that are
-# multiples of 2 MiB (2**25 float32s, say) put a leaf's parameter, gradient
-# and states at the same offset in their huge pages as well: the rules' streams
-# then collide in the caches, and Adam on a 2**25-element vector took 1.35x as
-# long as with its m and v moved apart.
-_STAGGER_MIN_BYTES = 256 * 1024
-_PAGE = 4096
-_stagger = itertools.cycle((1024, 2048, 3072))
-
-
-class _Packed:
-    """The small state arrays of one ``setup``, packed into shared blocks.
-
-    Each array NumPy allocates on its own lands wherever ``malloc`` has a hole.
-    In a process that has allocated and freed much (a data set loaded, another
-    model trained), the states of a model of many small leaves end up strewn
-    over gigabytes, and each step pays page walks for them. Packed, with every
-    array on a cache line of its own, 1,000 leaves of 1,000 float32s stepped
-    in 0.86-0.93x the time in such a process, and 0.90-0.97x in a fresh one
-    (both sets of arrays made at the same moments, timed in alternation).
-
-    Each state slot of a leaf (Adam's ``m``, then ``v``) has blocks of its own,
-    so that a step that walks the leaves in order reads each slot as one
-    stream, as it reads one large leaf. With a leaf's ``m`` and ``v`` side by
-    side instead, every stream broke at every leaf: 1,000 leaves of 1,000
-    stepped in 0.73-0.90x the time once apart (Adam and the ClipGrad,
-    WeightDecay, Adam chain, float32 and float64, timed in alternation).
-    """
-
-    def __init__(self) -> None:
-        self.slots: list[_Blocks] = []
-        self.slot = 0  # the slot of the current leaf's next state array
-
-    def next_leaf(self) -> None:
-        """The arrays taken from now on are the next leaf's."""
-        self.slot = 0
-
-    def take(self, x: np.ndarray) -> np.ndarray:
-        """An uninitialised array like ``x``, in the blocks of its slot."""
-        if self.slot == len(self.slots):
-            self.slots.append(_Blocks())
-        out = self.slots[self.slot].take(x)
-        self.slot += 1
-        return out
-
-
-class _Blocks:
-    """Arrays cut one after another from blocks that double in size."""
-
-    _ALIGN = 64
-    _FIRST_BLOCK = 256 * 1024
-    _LAST_BLOCK = 4 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self.block = np.empty(0, np.uint8)
-        self.at = 0  # offset in ``block`` of the next free byte
-        self.next_size = self._FIRST_BLOCK
-
-    def take(self, x: np.ndarray) -> np.ndarray:
-        """An uninitialised array like ``x`` in the current block, or a new one."""
-        start = self._aligned(self.at)
-        if start + x.nbytes > self.block.size:
-            self.block = np.empty(max(self.next_size, x.nbytes + self._ALIGN), np.uint8)
-            self.next_size = min(2 * self.next_size, self._LAST_BLOCK)
-            start = self._aligned(0)
-        self.at = start + x.nbytes
-        return self.block[start : self.at].view(x.dtype).reshape(x.shape)
-
-    def _aligned(self, at: int) -> int:
-        return at + -(self.block.ctypes.data + at) % self._ALIGN
-
-
-_packing: contextvars.ContextVar[_Packed | None] = contextvars.ContextVar(
-    "optimisers_packing", default=None
-)
-
-
-def _next_leaf() -> None:
-    """Tell the packing (if any) that the state arrays of another leaf come next."""
-    packed = _packing.get()
-    if packed is not None:
-        packed.next_leaf()
-
-
-@contextlib.contextmanager
-def _packed_states() -> Any:
-    """While active (``setup`` uses it), small state arrays are packed together."""
-    token = _packing.set(_Packed())
-    try:
-        yield
-    finally:
-        _packing.reset(token)
-
-
-def _state_array(x: np.ndarray, zeroed: bool) -> np.ndarray:
-    """An array like ``x``, of zeros or uninitialised: packed with the others of
-    its ``setup`` when it is small, placed at the next offset of ``_stagger`` in
-    a page when it is large (zeroed by NumPy's ``calloc``, page by page as it is
-    first touched)."""
-    make = np.zeros if zeroed else np.empty
-    if x.nbytes < _STAGGER_MIN_BYTES:
-        packed = _packing.get()
-        if packed is None or x.nbytes == 0:
-            return make(x.shape, dtype=x.dtype)
-        out = packed.take(x)
-        if zeroed:
-            out.fill(0)
-        return out
-    offset = next(_stagger)
-    raw = make(x.nbytes + _PAGE + offset, dtype=np.uint8)
-    start = -raw.ctypes.data % _PAGE + offset
-    return raw[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
-
-
-def _zeros(x: np.ndarray) -> np.ndarray:
-    return _state_array(x, zeroed=True)
-
-
-def _full(x: np.ndarray, value: float) -> np.ndarray:
-    out = _state_array(x, zeroed=False)
-    out.fill(value)
-    return out
 
 
 _eta = Field("eta", 0.001, _nonneg)
@@ -843,9 +717,7 @@ class MixedPrecision(_Rule):
         return (xT, inner), through
 
     def apply(self, state, x, dx):
-        from ._kernel import apply_mixed
-
-        return apply_mixed(self, state, x, dx)
+        return _kernel.apply_mixed(self, state, x, dx)
 
 
 def _is_builtin(rule: AbstractRule) -> bool:
@@ -853,3 +725,22 @@ def _is_builtin(rule: AbstractRule) -> bool:
     if isinstance(rule, OptimiserChain):
         return rule._builtin()
     return isinstance(rule, _Rule) and not isinstance(rule, MixedPrecision)
+
+
+def runs_in_kernel(rule: AbstractRule, dtype: np.dtype) -> bool:
+    """Whether a leaf with this rule and dtype is a kernel job (else Python runs it)."""
+    if isinstance(rule, MixedPrecision):
+        return _is_builtin(rule.rule) and runs_in_kernel(rule.rule, np.dtype(rule.dtype))
+    return _is_builtin(rule) and _kernel.work_dtype(dtype) is not None
+
+
+def check_dtype(dtype: np.dtype, rule: AbstractRule) -> str | None:
+    """Why a parameter of this dtype cannot be optimised by this rule, if it cannot."""
+    if isinstance(rule, MixedPrecision) or not _is_builtin(rule):
+        return None
+    if _kernel.work_dtype(dtype) is not None:
+        return None
+    return (
+        f"no kernel for parameters of dtype {dtype}; "
+        f"wrap the rule as MixedPrecision(numpy.float64, rule) to train them"
+    )

@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import walks_models
 from .keypath import KeyPath
 from .views import find_ties, walk_parameters
 
 __all__ = ["trainables"]
 
 
+@walks_models
 def trainables(
     model: Any, path: bool = False
 ) -> list[np.ndarray] | list[tuple[KeyPath, np.ndarray]]:

@@ -51,6 +51,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import tree
+from ._leaf import Leaf
 from .keypath import KeyPath
 
 __all__ = ["Ties", "ViewMap", "find_ties", "walk_parameters"]
@@ -64,49 +65,51 @@ def walk_parameters(model: Any) -> list[tuple[KeyPath, np.ndarray]]:
     """``(path, array)`` for every trainable parameter position of ``model``, in
     tree order, ties repeated; only children that ``trainable`` allows."""
     out: list[tuple[KeyPath, np.ndarray]] = []
-
-    def go(x: Any, keys: tuple) -> None:
-        if tree.is_parameter(x):
-            out.append((KeyPath(*keys), x))
-            return
-        kids = tree.trainable_children(x)
-        if kids is None:
-            return
-        for k, c, trainable in kids:
-            if trainable:
-                go(c, (*keys, k))
-
-    go(model, ())
+    _walk_parameters(model, (), out)
     return out
+
+
+# The walks are module functions, not closures: a closure that calls itself is
+# a reference cycle, which would keep the model alive until the collector runs.
+def _walk_parameters(x: Any, keys: tuple, out: list[tuple[KeyPath, np.ndarray]]) -> None:
+    if tree.is_parameter(x):
+        out.append((KeyPath(*keys), x))
+        return
+    kids = tree.trainable_children(x)
+    if kids is None:
+        return
+    for k, c, trainable in kids:
+        if trainable:
+            _walk_parameters(c, (*keys, k), out)
 
 
 def _leaf_positions(state: Any, model: Any) -> list[tuple[Any, tuple, np.ndarray]]:
     """``(leaf, keys, array)`` wherever the state tree holds a ``Leaf`` (``keys``
     a tuple, for ``KeyPath(*keys)``); skips branches that do not match (the
     update reports those)."""
-    from .interface import Leaf
-
     out: list[tuple[Any, tuple, np.ndarray]] = []
-
-    def go(s: Any, x: Any, keys: tuple) -> None:
-        if isinstance(s, Leaf):
-            if isinstance(x, np.ndarray):
-                out.append((s, keys, x))
-            return
-        kids = tree.children(x)
-        if kids is None:
-            return
-        for k, c in kids:
-            try:
-                sk = tree.child(s, k)
-            except (KeyError, IndexError, AttributeError, TypeError):
-                continue
-            if sk is not None:
-                go(sk, c, (*keys, k))
-
     if state is not None:
-        go(state, model, ())
+        _find_leaf_positions(state, model, (), out)
     return out
+
+
+def _find_leaf_positions(
+    s: Any, x: Any, keys: tuple, out: list[tuple[Any, tuple, np.ndarray]]
+) -> None:
+    if isinstance(s, Leaf):
+        if isinstance(x, np.ndarray):
+            out.append((s, keys, x))
+        return
+    kids = tree.children(x)
+    if kids is None:
+        return
+    for k, c in kids:
+        try:
+            sk = tree.child(s, k)
+        except (KeyError, IndexError, AttributeError, TypeError):
+            continue
+        if sk is not None:
+            _find_leaf_positions(sk, c, (*keys, k), out)
 
 
 # ---------------------------------------------------------------------------
