@@ -14,11 +14,24 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import optimisers as o
 from optimisers import _core
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import oracle`
+
+# Property-based tests run a fixed number of derandomised examples by default
+# (the same ones on every run and in CI); HYPOTHESIS_PROFILE=explore searches more.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("explore", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 Chain = o.OptimiserChain
 

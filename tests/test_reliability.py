@@ -382,3 +382,31 @@ def test_non_native_byte_order_trains_like_native(dtype):
         sr, ref = o.update_(sr, ref, {"w": g.astype(native)})
     assert x["w"].dtype == np.dtype(dtype)
     assert np.array_equal(x["w"], ref["w"])
+
+
+# --- found by tests/test_properties.py --------------------------------------
+
+
+class _Widen(o.AbstractRule):
+    """A Python rule whose update is float64 whatever the parameter."""
+
+    def init(self, x):
+        return None
+
+    def apply(self, state, x, dx):
+        return state, np.asarray(dx, np.float64)
+
+
+def test_a_0d_parameter_takes_a_gradient_of_another_dtype():
+    model = {"s": np.array(1.0, np.float32)}
+    state = o.setup(o.OptimiserChain(_Widen(), o.Descent(0.5)), model)
+    state, model = o.update_(state, model, {"s": np.float64(2.0)})
+    assert model["s"].shape == () and model["s"] == 0.0
+
+
+def test_a_tied_0d_parameter_sums_its_gradients():
+    s = np.array(1.0, np.float32)
+    model = [s, s]
+    state = o.setup(o.Descent(0.5), model)
+    state, model = o.update_(state, model, [np.array(1.0, np.float32), np.array(1.0, np.float32)])
+    assert model[0] is model[1] and model[0] == 0.0

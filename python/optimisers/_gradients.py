@@ -71,7 +71,7 @@ def as_gradient(g: Any, x: np.ndarray, path: Any) -> np.ndarray:
     where = f"at {path!r}" if isinstance(path, KeyPath) else f"in {path}"
     arr = checked_gradient(g, x.shape, str(x.dtype) if x.dtype.kind != "c" else None, where)
     if arr.dtype != x.dtype or not arr.flags.c_contiguous:
-        return np.ascontiguousarray(arr, dtype=x.dtype)
+        return np.array(arr, dtype=x.dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
     if np.may_share_memory(arr, x):
         return arr.copy()
     return arr

@@ -136,7 +136,9 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
         if entry.owns_grad:
             entry.grad += g
         else:
-            entry.grad, entry.owns_grad = entry.grad + g, True
+            # A copy then +=: `a + b` of 0-d arrays is a scalar, not an array.
+            entry.grad, entry.owns_grad = entry.grad.copy(), True
+            entry.grad += g
         return
     kids = tree.children(model)
     if kids is None:
@@ -222,9 +224,13 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
         if runs_in_kernel(e.leaf.rule, e.x.dtype):
             problem = _state_problem(e.leaf.rule, e.leaf.state, e.x)
             if problem is not None:
-                raise ValueError(
-                    f"the state at {e.path!r} {problem}; was it set up for this model?"
-                )
+                hint = "was it set up for this model?"
+                if e.x.base is not None:
+                    hint += (
+                        " (if the parameter here is a view of another, tied to it by setup, "
+                        "step a tree that holds the parameter it views)"
+                    )
+                raise ValueError(f"the state at {e.path!r} {problem}; {hint}")
             e.state = _writable_state(e.leaf.state)
             kernel_entries.append(e)
         else:
