@@ -5,6 +5,7 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
     state, model = optimisers.update_(state, model, grad)  # every step
 """
 
+from . import schedules
 from ._core import get_num_threads, set_num_threads
 from .adjust import adjust, adjust_
 from .destructure import Restructure, destructure
@@ -77,6 +78,7 @@ __all__ = [
     "getkeypath",
     "haskeypath",
     "register",
+    "schedules",
     "set_num_threads",
     "setup",
     "thaw_",
