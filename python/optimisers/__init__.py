@@ -9,8 +9,10 @@ from . import schedules
 from ._core import get_num_threads, set_num_threads
 from .adjust import adjust, adjust_
 from .destructure import Restructure, destructure
+from .ema import ema, ema_
 from .interface import Leaf, freeze_, setup, thaw_, update, update_
 from .keypath import KeyPath, getkeypath, haskeypath
+from .plateau import ReduceOnPlateau
 from .rules import (
     AbstractRule,
     AccumGrad,
@@ -39,6 +41,7 @@ from .rules import (
 )
 from .trainables import trainables
 from .tree import register
+from .wrappers import ClipGlobalNorm, Lookahead, Scheduled, SkipNonFinite
 
 __version__ = "0.1.0"
 
@@ -52,12 +55,14 @@ __all__ = [
     "AdaMax",
     "Adam",
     "AdamW",
+    "ClipGlobalNorm",
     "ClipGrad",
     "ClipNorm",
     "Descent",
     "KeyPath",
     "Leaf",
     "Lion",
+    "Lookahead",
     "MixedPrecision",
     "Momentum",
     "NAdam",
@@ -66,13 +71,18 @@ __all__ = [
     "OptimiserChain",
     "RAdam",
     "RMSProp",
+    "ReduceOnPlateau",
     "Restructure",
     "Rprop",
+    "Scheduled",
     "SignDecay",
+    "SkipNonFinite",
     "WeightDecay",
     "adjust",
     "adjust_",
     "destructure",
+    "ema",
+    "ema_",
     "freeze_",
     "get_num_threads",
     "getkeypath",

@@ -12,6 +12,7 @@ from . import tree
 from .interface import ArgumentError, Leaf, _copy_state_tree
 from .keypath import KeyPath
 from .rules import AbstractRule, MixedPrecision, OptimiserChain, RMSProp, _Rule
+from .wrappers import _Wrapper
 
 __all__ = ["adjust", "adjust_"]
 
@@ -34,6 +35,10 @@ def _adjust_rule(rule: AbstractRule, fields: dict[str, Any], used: set[str]) -> 
         return OptimiserChain(*(_adjust_rule(r, fields, used) for r in rule.rules))
     if isinstance(rule, MixedPrecision):
         return MixedPrecision(rule.dtype, _adjust_rule(rule.rule, fields, used))
+    if isinstance(rule, _Wrapper):  # Scheduled, SkipNonFinite, Lookahead: into the rule inside
+        own = {k: v for k, v in fields.items() if k in rule._field_names() and k != "rule"}
+        used.update(own)
+        return rule._replace(rule=_adjust_rule(rule.rule, fields, used), **own)
     if isinstance(rule, RMSProp) and ("centred" in fields or "centered" in fields):
         raise ArgumentError(
             "adjust cannot change RMSProp's centred: the two variants keep different state"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _kernel, _plan, tree
+from . import _core, _kernel, _plan, tree, whole_tree
 from . import rules as _rules
 from . import views as _views
 from .keypath import KeyPath
@@ -150,12 +150,17 @@ def _state_equal(a: Any, b: Any) -> bool:
 # setup
 
 
-def setup(rule: AbstractRule, model: Any) -> Any:
+def setup(rule: AbstractRule, model: Any, path: bool = False) -> Any:
     """The state tree for training ``model`` with ``rule``: the model's shape,
     with a ``Leaf`` for each trainable array (one shared ``Leaf`` per tied
-    array) and ``None`` elsewhere."""
+    array) and ``None`` elsewhere.
+
+    ``rule`` may instead be a function picking each leaf's rule: ``rule(x)``,
+    or ``rule(keypath, x)`` with ``path=True``; a tied array is asked once."""
     if not isinstance(rule, AbstractRule):
-        raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
+        if not callable(rule):
+            raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
+        rule = whole_tree.Chooser(rule, path)  # type: ignore[assignment]
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
     with _rules._packed_states():
@@ -174,6 +179,7 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
     if tree.is_parameter(x):
         if id(x) in cache:
             return cache[id(x)]
+        rule = whole_tree.choose(rule, x, path)  # a function's pick; whole-tree rules checked
         if x.dtype.kind == "c" and _is_builtin_any(rule):
             # Checked first: the generic dtype advice (wrap in MixedPrecision) does not help here.
             problem = f"complex parameters are not supported by {type(rule).__name__}"
@@ -374,6 +380,8 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     _collect(state, model, grad, KeyPath(), entries)
     ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
+    # Wrappers and whole-tree rules taken apart (whole_tree.py); put back by `finish`.
+    live, taken = whole_tree.prepare(live)
 
     _unalias_gradients(live)
 
@@ -425,6 +433,8 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             new = _subtract(e.x, update, e.path)
             if new is not e.x:
                 replaced[id(e.x)] = new
+    if taken is not None:
+        whole_tree.finish(taken, replaced)
 
     for e in live:
         new = replaced.get(id(e.x), e.x)

@@ -114,6 +114,9 @@ class _Rule(AbstractRule):
 
     _fields: ClassVar[tuple[Field, ...]] = ()
     _aliases: ClassVar[dict[str, str]] = {}
+    # Whether the kernel runs this rule whole; the rules of wrappers.py say no
+    # (the general path takes them apart at each step, see whole_tree.py).
+    _in_kernel: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
@@ -852,4 +855,4 @@ def _is_builtin(rule: AbstractRule) -> bool:
     """Whether the kernel runs this rule whole (a built-in rule or a chain of them)."""
     if isinstance(rule, OptimiserChain):
         return rule._builtin()
-    return isinstance(rule, _Rule) and not isinstance(rule, MixedPrecision)
+    return isinstance(rule, _Rule) and rule._in_kernel and not isinstance(rule, MixedPrecision)

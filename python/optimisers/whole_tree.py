@@ -1,0 +1,342 @@
+"""The general path's pre-pass for the rules of ``wrappers.py``, and
+``setup``'s choice and check of each leaf's rule.
+
+Before a step of the general path writes anything, ``prepare`` takes apart
+the rule of every leaf that holds a wrapper or a whole-tree rule, outside in:
+
+- ``Scheduled`` gives way to its rule at this leaf's step (one rule object per
+  step value, so leaves at the same step share one kernel program);
+- ``Lookahead`` gives way to its rule, and ``finish`` syncs the weights after
+  the step;
+- ``SkipNonFinite`` waits for every leaf of the step with an equal rule: if
+  any of their gradients is not finite, none of them steps;
+- ``ClipGlobalNorm`` (alone, or in a chain after rules without state) waits
+  for every leaf with an equal one, and scales all their gradients by the
+  norm of all of them.
+
+What is left is a built-in rule (then every such leaf goes to the kernel in
+the step's one call) or a Python rule, each standing in for its ``Leaf``
+(``_Stand``). ``finish``, called once the whole step has succeeded, puts each
+leaf's state back together; a step that raises changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from .keypath import KeyPath
+from .rules import AbstractRule, MixedPrecision, OptimiserChain
+from .wrappers import ClipGlobalNorm, Lookahead, Scheduled, SkipNonFinite, _Wrapper
+
+__all__ = ["choose", "clip_global", "finish", "prepare"]
+
+
+# ---------------------------------------------------------------------------
+# The global norm
+
+
+def _partial_norm(g: np.ndarray, p: float) -> float:
+    """This array's share of a p-norm, to be combined by ``_combine``. NumPy's
+    pairwise sums, not BLAS, whose threads may change the bits."""
+    a = np.abs(g.astype(np.float64, copy=False)).ravel()
+    if a.size == 0:
+        return 0.0 if p > 0 or p == 0 else math.inf
+    if p == math.inf:
+        return float(a.max())
+    if p == -math.inf:
+        return float(a.min())
+    if p == 0:
+        return float(np.count_nonzero(a))
+    if p == 2:
+        return float(np.add.reduce(a * a))
+    if p == 1:
+        return float(np.add.reduce(a))
+    return float(np.add.reduce(a**p))
+
+
+def global_norm(grads: list[np.ndarray], p: float) -> float:
+    """The p-norm of all of ``grads`` together, summed in their order."""
+    parts = [_partial_norm(g, p) for g in grads]
+    if p == math.inf:
+        return max(parts, default=0.0)
+    if p == -math.inf:
+        return min(parts, default=math.inf)
+    total = 0.0
+    for part in parts:
+        total += part
+    return total if p == 0 else total ** (1 / p)
+
+
+def clip_global(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any]) -> list:
+    """``grads`` scaled by ``min(ω/‖G‖ₚ, 1)`` (new arrays where scaled), or a
+    ``ValueError`` naming ``where[0]`` for a non-finite norm with ``throw``."""
+    norm = global_norm(grads, rule.p)
+    if rule.throw and not math.isfinite(norm):
+        place = f"at {where[0]!r}" if isinstance(where[0], KeyPath) else where[0]
+        others = f" and {len(grads) - 1} other leaves" if len(grads) > 1 else ""
+        raise ValueError(
+            f"the gradients {place}{others} have global {rule.p}-norm {norm} "
+            f"(ClipGlobalNorm with throw=True)"
+        )
+    if not norm > rule.omega:
+        return grads
+    factor = rule.omega / norm
+    return [g * g.dtype.type(factor) for g in grads]
+
+
+# ---------------------------------------------------------------------------
+# One leaf's rule, taken apart
+
+
+class _Stand:
+    """Stands in for a ``Leaf`` in the general path for one step: the rule left
+    after taking the wrappers apart, its state, and the state it steps to."""
+
+    __slots__ = ("frozen", "new_state", "rule", "state")
+
+    def __init__(self, rule: AbstractRule, state: Any) -> None:
+        self.rule, self.state, self.frozen = rule, state, False
+        self.new_state: Any = None
+
+    def _set_state(self, state: Any) -> None:
+        self.new_state = state
+
+
+class _Taken:
+    """A leaf of the step whose rule is being taken apart."""
+
+    def __init__(self, entry: Any) -> None:
+        self.entry = entry
+        self.leaf = entry.leaf
+        self.rule: AbstractRule = entry.leaf.rule
+        self.state: Any = entry.leaf.state
+        # From the outside in: how to put the state back around the inner rule's.
+        self.wraps: list[Callable[[Any, bool], Any]] = []
+        self.lookahead: list[tuple[Lookahead, np.ndarray, int]] = []
+        self.skipped = False
+
+
+def _first_clip(chain: OptimiserChain) -> int | None:
+    for i, r in enumerate(chain.rules):
+        if isinstance(r, ClipGlobalNorm):
+            return i
+    return None
+
+
+def _peel(t: _Taken) -> tuple[str, AbstractRule] | None:
+    """Take ``t``'s rule apart up to a whole-tree rule (returned with its kind),
+    or to the end (None)."""
+    while True:
+        rule = t.rule
+        if isinstance(rule, Scheduled):
+            step, inner = t.state
+            t.wraps.append(lambda s, skipped, step=step: (step + 1, s))
+            t.rule, t.state = rule.at(step), inner
+        elif isinstance(rule, Lookahead):
+            slow, count, inner = t.state
+            t.lookahead.append((rule, slow, count))
+            t.wraps.append(
+                lambda s, skipped, slow=slow, count=count: (slow, count + (not skipped), s)
+            )
+            t.rule, t.state = rule.rule, inner
+        elif isinstance(rule, SkipNonFinite):
+            return ("skip", rule)
+        elif isinstance(rule, ClipGlobalNorm):
+            return ("clip", rule)
+        elif isinstance(rule, OptimiserChain) and _first_clip(rule) is not None:
+            return ("clip", rule.rules[_first_clip(rule)])  # type: ignore[index]
+        else:
+            return None
+
+
+def _skip_group(group: list[_Taken], rule: SkipNonFinite) -> None:
+    bad = [t for t in group if not np.isfinite(t.entry.grad).all()]
+    if bad:
+        for t in group:
+            rule.refuse(t.state[0], f"at {bad[0].entry.path!r}")
+    for t in group:
+        in_a_row, total, inner = t.state
+        if bad:
+            t.skipped = True
+            t.wraps.append(lambda s, skipped, n=in_a_row, total=total: (n + 1, total + 1, s))
+        else:
+            t.wraps.append(lambda s, skipped, total=total: (0, total, s))
+        t.rule, t.state = rule.rule, inner
+
+
+def _clip_group(group: list[_Taken], rule: ClipGlobalNorm) -> None:
+    grads = []
+    for t in group:
+        e = t.entry
+        if isinstance(t.rule, ClipGlobalNorm):
+            grads.append(e.grad)
+            t.wraps.append(lambda s, skipped: None)
+            t.rule, t.state = OptimiserChain(), ()  # the clipped gradient is the update
+            continue
+        chain: OptimiserChain = t.rule  # type: ignore[assignment]
+        i = _first_clip(chain)
+        assert i is not None
+        before, rest = tuple(t.state[: i + 1]), chain.rules[i + 1 :]
+        g = e.grad
+        if i:  # rules without state before the clip transform the gradient first
+            _, g = OptimiserChain(*chain.rules[:i]).apply(before[:i], e.x, g)
+        grads.append(g)
+        if len(rest) == 1:
+            t.wraps.append(lambda s, skipped, before=before: (*before, s))
+            t.rule, t.state = rest[0], t.state[i + 1]
+        else:
+            t.wraps.append(lambda s, skipped, before=before: (*before, *s))
+            t.rule, t.state = OptimiserChain(*rest), tuple(t.state[i + 1 :])
+    clipped = clip_global(rule, grads, [t.entry.path for t in group])
+    for t, g in zip(group, clipped):
+        if g is not t.entry.grad:
+            t.entry.grad, t.entry.owns_grad = g, True
+
+
+def _special(rule: AbstractRule) -> bool:
+    if isinstance(rule, (_Wrapper, ClipGlobalNorm)):
+        return True
+    return isinstance(rule, OptimiserChain) and _first_clip(rule) is not None
+
+
+class Step:
+    """The leaves taken apart for one step, to be put back by ``finish``."""
+
+    def __init__(self, taken: list[_Taken]) -> None:
+        self.taken = taken
+
+
+def prepare(live: list[Any]) -> tuple[list[Any], Step | None]:
+    """The step's leaves with every wrapper and whole-tree rule taken apart
+    (each entry's ``leaf`` a ``_Stand``), and what ``finish`` needs; or
+    ``live`` as it is and None when no leaf holds one. Writes nothing."""
+    if not any(_special(e.leaf.rule) for e in live):
+        return live, None
+    taken = [_Taken(e) for e in live if _special(e.leaf.rule)]
+    waiting = {id(t): _peel(t) for t in taken}
+    while any(w is not None for w in waiting.values()):
+        # The outer barriers first: a leaf skipped by SkipNonFinite takes no part in a norm.
+        kind = "skip" if any(w and w[0] == "skip" for w in waiting.values()) else "clip"
+        groups: dict[Any, list[_Taken]] = {}
+        for t in taken:
+            w = waiting[id(t)]
+            if w is not None and w[0] == kind and not t.skipped:
+                groups.setdefault(w[1], []).append(t)
+        for rule, group in groups.items():
+            (_skip_group if kind == "skip" else _clip_group)(group, rule)
+        for group in groups.values():
+            for t in group:
+                waiting[id(t)] = None if t.skipped else _peel(t)
+    for t in taken:
+        if not t.skipped:
+            t.entry.leaf = _Stand(t.rule, t.state)
+    skipped = {id(t.entry) for t in taken if t.skipped}
+    return [e for e in live if id(e) not in skipped], Step(taken)
+
+
+def finish(step: Step, replaced: dict[int, np.ndarray]) -> None:
+    """After the whole step succeeded: sync ``Lookahead``'s weights, and put
+    every taken leaf's state back together."""
+    for t in step.taken:
+        e = t.entry
+        if t.skipped:
+            new = t.state
+        else:
+            new = e.leaf.new_state
+            for rule, slow, count in reversed(t.lookahead):  # the innermost first
+                if (count + 1) % rule.k == 0:
+                    x = replaced.get(id(e.x), e.x)
+                    rule.sync(slow, x)
+                    if x.flags.writeable:
+                        np.copyto(x, slow)
+                    else:
+                        replaced[id(e.x)] = slow.copy()
+        for wrap in reversed(t.wraps):
+            new = wrap(new, t.skipped)
+        t.leaf._set_state(new)
+
+
+# ---------------------------------------------------------------------------
+# setup: each leaf's rule
+
+
+class Chooser:
+    """``setup(fn, model)``: ``fn(x)``, or ``fn(keypath, x)`` with ``path=True``,
+    picks each leaf's rule."""
+
+    def __init__(self, fn: Callable[..., Any], path: bool) -> None:
+        self.fn, self.path = fn, path
+
+    def pick(self, x: np.ndarray, where: KeyPath) -> AbstractRule:
+        rule = self.fn(where, x) if self.path else self.fn(x)
+        if not isinstance(rule, AbstractRule):
+            raise TypeError(
+                f"setup's function returned {rule!r} for the parameter at {where!r}, "
+                f"which is not an optimisation rule"
+            )
+        return rule
+
+
+def choose(rule: Any, x: np.ndarray, where: KeyPath) -> AbstractRule:
+    """The rule of the leaf at ``where``: ``rule``, or the one a ``Chooser``
+    picks; checked for whole-tree rules the general path cannot reach."""
+    if isinstance(rule, Chooser):
+        rule = rule.pick(x, where)
+    if _holds_whole_tree(rule):
+        _check(rule, True, x, where)
+    return rule
+
+
+def _holds_whole_tree(rule: Any) -> bool:
+    if isinstance(rule, (ClipGlobalNorm, SkipNonFinite)):
+        return True
+    if isinstance(rule, OptimiserChain):
+        return any(_holds_whole_tree(r) for r in rule.rules)
+    inner = getattr(rule, "rule", None)
+    return isinstance(rule, (_Wrapper, MixedPrecision)) and _holds_whole_tree(inner)
+
+
+def _no_state(state: Any) -> bool:
+    if isinstance(state, tuple):
+        return all(_no_state(s) for s in state)
+    return state is None
+
+
+def _check(rule: Any, top: bool, x: np.ndarray, where: KeyPath) -> None:
+    """Raise ``ValueError`` if a whole-tree rule sits where ``prepare`` cannot
+    take it apart: after a rule with state, or inside ``MixedPrecision`` or a
+    chain other than the leaf's own."""
+    name = type(rule).__name__
+    if isinstance(rule, (ClipGlobalNorm, SkipNonFinite)) and not top:
+        raise ValueError(
+            f"{name} at {where!r} must be the leaf's rule or come first in its chain "
+            f"(after rules without state only; it may be wrapped in Scheduled, "
+            f"SkipNonFinite or Lookahead), not inside another rule"
+        )
+    if isinstance(rule, (Scheduled, Lookahead, SkipNonFinite)):
+        _check(rule.rule, top, x, where)
+    elif isinstance(rule, MixedPrecision):
+        _check(rule.rule, False, x, where)
+    elif isinstance(rule, OptimiserChain):
+        for j, r in enumerate(rule.rules):
+            if not _holds_whole_tree(r):
+                continue
+            stateful = [s for s in rule.rules[:j] if not _no_state(s.init(x))]
+            if stateful:
+                raise ValueError(
+                    f"{type(r).__name__} at {where!r} comes after {stateful[0]!r}, "
+                    f"a rule with state: it must come before any"
+                )
+        i = _first_clip(rule) if top else None
+        if i is None:
+            for r in rule.rules:
+                _check(r, False, x, where)
+            return
+        rest = rule.rules[i + 1 :]
+        for r in rule.rules[:i]:
+            _check(r, False, x, where)
+        for r in rest:
+            _check(r, len(rest) == 1, x, where)
