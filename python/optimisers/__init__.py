@@ -8,10 +8,12 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
 from . import schedules
 from ._core import get_num_threads, set_num_threads
 from .adjust import adjust, adjust_
+from .checkpoint import load, load_state_dict, save, state_dict
 from .destructure import Restructure, destructure
 from .ema import ema, ema_
 from .interface import Leaf, freeze_, setup, thaw_, update, update_
 from .keypath import KeyPath, getkeypath, haskeypath
+from .optimiser import Optimiser
 from .plateau import ReduceOnPlateau
 from .rules import (
     AbstractRule,
@@ -68,6 +70,7 @@ __all__ = [
     "NAdam",
     "Nesterov",
     "OAdam",
+    "Optimiser",
     "OptimiserChain",
     "RAdam",
     "RMSProp",
@@ -87,10 +90,14 @@ __all__ = [
     "get_num_threads",
     "getkeypath",
     "haskeypath",
+    "load",
+    "load_state_dict",
     "register",
+    "save",
     "schedules",
     "set_num_threads",
     "setup",
+    "state_dict",
     "thaw_",
     "trainables",
     "update",
