@@ -470,3 +470,23 @@ def test_ema_refuses_a_model_that_does_not_match_with_nothing_changed():
     np.testing.assert_array_equal(average["a"], 1.0)
     with pytest.raises(ValueError, match="decay"):
         o.ema_(average, average, decay=1.5)
+
+
+def test_a_schedule_value_the_rule_refuses_names_the_path_and_changes_nothing():
+    model = {"x": np.ones(3)}
+    state = o.setup(o.Scheduled(o.Descent(), eta=S.linear(0.1, -0.1, 2)), model)
+    o.update_(state, model, {"x": np.ones(3)})
+    o.update_(state, model, {"x": np.ones(3)})
+    kept = pickle.dumps((state, model))
+    with pytest.raises(ValueError, match=r"cannot be negative.*KeyPath\('x'\), step 2"):
+        o.update_(state, model, {"x": np.ones(3)})
+    assert pickle.dumps((state, model)) == kept
+
+
+def test_ema_of_a_model_with_a_view_keeps_the_view():
+    w = np.ones((2, 3))
+    average = {"w": w, "wt": w.T}
+    new = o.ema(average, {"w": np.zeros((2, 3)), "wt": np.zeros((3, 2))}, decay=0.5)
+    np.testing.assert_array_equal(new["w"], 0.5)
+    np.testing.assert_array_equal(new["wt"], 0.5)
+    np.testing.assert_array_equal(w, 1.0)

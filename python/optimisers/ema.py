@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import tree
+from .destructure import destructure
 from .keypath import getkeypath, haskeypath
 from .trainables import trainables
 
@@ -45,17 +45,5 @@ def ema_(average: Any, model: Any, decay: float = 0.999) -> Any:
 
 def ema(average: Any, model: Any, decay: float = 0.999) -> Any:
     """Like :func:`ema_`, but returns a new average; ``average`` is unchanged."""
-    copies: dict[int, Any] = {}
-
-    def copied(x: Any) -> Any:
-        if id(x) in copies:
-            return copies[id(x)]
-        if tree.is_parameter(x):
-            out = np.array(x, copy=True)
-        else:
-            kids = tree.children(x)
-            out = x if kids is None else tree.rebuild(x, {k: copied(c) for k, c in kids})
-        copies[id(x)] = out
-        return out
-
-    return ema_(copied(average), model, decay)
+    flat, re = destructure(average)
+    return ema_(re(flat), model, decay)  # a copy that keeps ties and views

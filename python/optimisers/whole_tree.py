@@ -39,22 +39,23 @@ __all__ = ["choose", "clip_global", "finish", "prepare"]
 
 
 def _partial_norm(g: np.ndarray, p: float) -> float:
-    """This array's share of a p-norm, to be combined by ``_combine``. NumPy's
-    pairwise sums, not BLAS, whose threads may change the bits."""
-    a = np.abs(g.astype(np.float64, copy=False)).ravel()
-    if a.size == 0:
-        return 0.0 if p > 0 or p == 0 else math.inf
+    """This array's share of a p-norm, to be combined by ``global_norm``: in
+    float64, with NumPy's pairwise sums (not BLAS, whose threads may change
+    the bits)."""
+    if g.size == 0:
+        return math.inf if p == -math.inf else 0.0
+    if p == 2:  # the common case: squares of float32 or float64 are exact in float64
+        return float(np.square(g, dtype=np.float64).sum())
+    a = np.abs(g, dtype=np.float64)
     if p == math.inf:
         return float(a.max())
     if p == -math.inf:
         return float(a.min())
     if p == 0:
         return float(np.count_nonzero(a))
-    if p == 2:
-        return float(np.add.reduce(a * a))
     if p == 1:
-        return float(np.add.reduce(a))
-    return float(np.add.reduce(a**p))
+        return float(a.sum())
+    return float((a**p).sum())
 
 
 def global_norm(grads: list[np.ndarray], p: float) -> float:
@@ -133,8 +134,13 @@ def _peel(t: _Taken) -> tuple[str, AbstractRule] | None:
         rule = t.rule
         if isinstance(rule, Scheduled):
             step, inner = t.state
+            try:
+                now = rule.at(step)
+            except (TypeError, ValueError) as err:  # a schedule's value the rule refuses
+                err.args = (f"{err} (the rule at {t.entry.path!r}, step {step})",)
+                raise
             t.wraps.append(lambda s, skipped, step=step: (step + 1, s))
-            t.rule, t.state = rule.at(step), inner
+            t.rule, t.state = now, inner
         elif isinstance(rule, Lookahead):
             slow, count, inner = t.state
             t.lookahead.append((rule, slow, count))
