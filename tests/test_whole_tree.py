@@ -490,3 +490,35 @@ def test_ema_of_a_model_with_a_view_keeps_the_view():
     np.testing.assert_array_equal(new["w"], 0.5)
     np.testing.assert_array_equal(new["wt"], 0.5)
     np.testing.assert_array_equal(w, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_global_norm_then_adam_equals_adam_on_the_scaled_gradients_bit_for_bit(dtype):
+    from optimisers.whole_tree import global_norm
+
+    m1, m2 = _model(dtype), _model(dtype)
+    s1 = o.setup(o.OptimiserChain(o.ClipGlobalNorm(0.5), o.Adam(0.01)), m1)
+    s2 = o.setup(o.Adam(0.01), m2)
+    for t in range(5):
+        grad = _grad(m1, t)
+        factor = 0.5 / global_norm(_arrays(grad), 2.0)
+        assert factor < 1
+        scaled = {
+            "layers": [{k: v * dtype(factor) for k, v in layer.items()} for layer in grad["layers"]]
+        }
+        o.update_(s1, m1, grad)
+        o.update_(s2, m2, scaled)
+        for a, b in zip(_arrays(m1), _arrays(m2)):
+            np.testing.assert_array_equal(a, b)
+    adam1, adam2 = s1["layers"][0]["w"].state[1], s2["layers"][0]["w"].state
+    np.testing.assert_array_equal(adam1[0], adam2[0])
+    assert adam1[2] == adam2[2]
+
+
+def test_two_global_clips_in_a_chain_apply_one_after_the_other():
+    model = {"a": np.zeros(4), "b": np.zeros(5)}
+    state = o.setup(o.OptimiserChain(o.ClipGlobalNorm(2.0), o.ClipGlobalNorm(0.5, 1)), model)
+    o.update_(state, model, {"a": np.full(4, 1.0), "b": np.full(5, 1.0)})
+    # 2-norm 3 -> scaled by 2/3; then the 1-norm 6 -> scaled by 0.5/6
+    np.testing.assert_allclose(model["a"], -0.5 / 9)
+    np.testing.assert_allclose(model["b"], -0.5 / 9)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .keypath import KeyPath
-from .rules import AbstractRule, MixedPrecision, OptimiserChain
+from .rules import AbstractRule, Descent, MixedPrecision, OptimiserChain, _is_builtin
 from .wrappers import ClipGlobalNorm, Lookahead, Scheduled, SkipNonFinite, _Wrapper
 
 __all__ = ["choose", "clip_global", "finish", "prepare"]
@@ -38,10 +38,19 @@ __all__ = ["choose", "clip_global", "finish", "prepare"]
 # The global norm
 
 
+# Norms are taken over chunks of this many elements, so that the float64
+# temporaries stay in cache; the chunks' sums are added in order.
+_CHUNK = 1 << 15
+
+
 def _partial_norm(g: np.ndarray, p: float) -> float:
     """This array's share of a p-norm, to be combined by ``global_norm``: in
     float64, with NumPy's pairwise sums (not BLAS, whose threads may change
-    the bits)."""
+    the bits), chunk by chunk in order."""
+    flat = g.reshape(-1)
+    if flat.size > _CHUNK:
+        parts = [_partial_norm(flat[i : i + _CHUNK], p) for i in range(0, flat.size, _CHUNK)]
+        return _combine(parts, p)
     if g.size == 0:
         return math.inf if p == -math.inf else 0.0
     if p == 2:  # the common case: squares of float32 or float64 are exact in float64
@@ -58,9 +67,7 @@ def _partial_norm(g: np.ndarray, p: float) -> float:
     return float((a**p).sum())
 
 
-def global_norm(grads: list[np.ndarray], p: float) -> float:
-    """The p-norm of all of ``grads`` together, summed in their order."""
-    parts = [_partial_norm(g, p) for g in grads]
+def _combine(parts: list[float], p: float) -> float:
     if p == math.inf:
         return max(parts, default=0.0)
     if p == -math.inf:
@@ -68,11 +75,17 @@ def global_norm(grads: list[np.ndarray], p: float) -> float:
     total = 0.0
     for part in parts:
         total += part
-    return total if p == 0 else total ** (1 / p)
+    return total
 
 
-def clip_global(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any]) -> list:
-    """``grads`` scaled by ``min(ω/‖G‖ₚ, 1)`` (new arrays where scaled), or a
+def global_norm(grads: list[np.ndarray], p: float) -> float:
+    """The p-norm of all of ``grads`` together, summed in their order."""
+    total = _combine([_partial_norm(g, p) for g in grads], p)
+    return total if p in (0, math.inf, -math.inf) else total ** (1 / p)
+
+
+def clip_factor(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any]) -> float | None:
+    """``ω/‖G‖ₚ`` when the norm of ``grads`` exceeds ω, else None; or a
     ``ValueError`` naming ``where[0]`` for a non-finite norm with ``throw``."""
     norm = global_norm(grads, rule.p)
     if rule.throw and not math.isfinite(norm):
@@ -82,9 +95,14 @@ def clip_global(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any])
             f"the gradients {place}{others} have global {rule.p}-norm {norm} "
             f"(ClipGlobalNorm with throw=True)"
         )
-    if not norm > rule.omega:
+    return rule.omega / norm if norm > rule.omega else None
+
+
+def clip_global(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any]) -> list:
+    """``grads`` scaled by ``min(ω/‖G‖ₚ, 1)`` (new arrays where scaled)."""
+    factor = clip_factor(rule, grads, where)
+    if factor is None:
         return grads
-    factor = rule.omega / norm
     return [g * g.dtype.type(factor) for g in grads]
 
 
@@ -118,6 +136,16 @@ class _Taken:
         self.wraps: list[Callable[[Any, bool], Any]] = []
         self.lookahead: list[tuple[Lookahead, np.ndarray, int]] = []
         self.skipped = False
+        # A ClipGlobalNorm's factor not yet applied to the gradient: the kernel
+        # applies it as a first Descent(factor), in the same pass as the rule.
+        self.factor: float | None = None
+
+    def scale_gradient(self) -> None:
+        """Apply a pending factor to the gradient itself."""
+        if self.factor is not None:
+            e = self.entry
+            e.grad, e.owns_grad = e.grad * e.grad.dtype.type(self.factor), True
+            self.factor = None
 
 
 def _first_clip(chain: OptimiserChain) -> int | None:
@@ -176,6 +204,7 @@ def _skip_group(group: list[_Taken], rule: SkipNonFinite) -> None:
 def _clip_group(group: list[_Taken], rule: ClipGlobalNorm) -> None:
     grads = []
     for t in group:
+        t.scale_gradient()  # an earlier clip's factor first
         e = t.entry
         if isinstance(t.rule, ClipGlobalNorm):
             grads.append(e.grad)
@@ -196,10 +225,11 @@ def _clip_group(group: list[_Taken], rule: ClipGlobalNorm) -> None:
         else:
             t.wraps.append(lambda s, skipped, before=before: (*before, *s))
             t.rule, t.state = OptimiserChain(*rest), tuple(t.state[i + 1 :])
-    clipped = clip_global(rule, grads, [t.entry.path for t in group])
-    for t, g in zip(group, clipped):
+    factor = clip_factor(rule, grads, [t.entry.path for t in group])
+    for t, g in zip(group, grads):
         if g is not t.entry.grad:
             t.entry.grad, t.entry.owns_grad = g, True
+        t.factor = factor
 
 
 def _special(rule: AbstractRule) -> bool:
@@ -236,9 +266,22 @@ def prepare(live: list[Any]) -> tuple[list[Any], Step | None]:
         for group in groups.values():
             for t in group:
                 waiting[id(t)] = None if t.skipped else _peel(t)
+    scaled: dict[tuple[float, AbstractRule], OptimiserChain] = {}
     for t in taken:
-        if not t.skipped:
-            t.entry.leaf = _Stand(t.rule, t.state)
+        if t.skipped:
+            continue
+        if t.factor is not None and _is_builtin(t.rule):
+            # Descent(f) first multiplies by f rounded to the dtype, as NumPy would.
+            rules = t.rule.rules if isinstance(t.rule, OptimiserChain) else (t.rule,)
+            key = (t.factor, t.rule)
+            if key not in scaled:
+                scaled[key] = OptimiserChain(Descent(t.factor), *rules)
+            inner = t.state if isinstance(t.rule, OptimiserChain) else (t.state,)
+            single = not isinstance(t.rule, OptimiserChain)
+            t.wraps.append(lambda s, skipped, single=single: s[1] if single else s[1:])
+            t.rule, t.state, t.factor = scaled[key], (None, *inner), None
+        t.scale_gradient()
+        t.entry.leaf = _Stand(t.rule, t.state)
     skipped = {id(t.entry) for t in taken if t.skipped}
     return [e for e in live if id(e) not in skipped], Step(taken)
 
