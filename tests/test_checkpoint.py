@@ -190,6 +190,16 @@ def test_a_tied_leaf_is_saved_once_under_its_first_path():
         ),
         (lambda sd: sd.__setitem__("dec.0:frozen", np.array(1.5)), "frozen flag"),
         (lambda sd: sd.__setitem__("dec.0:state.9", np.zeros(2)), r"'dec\.0:state\.9'"),
+        (
+            lambda sd: sd.__setitem__(
+                "dec.0:rule", np.array('{"rule": "OptimiserChain", "rules": [' * 3000)
+            ),
+            "nested too deeply|not valid",
+        ),
+        (
+            lambda sd: sd.__setitem__("dec.0:layout", np.array('{"tuple": [' * 3000 + "]}" * 3000)),
+            "nested too deeply|not valid",
+        ),
     ],
 )
 def test_a_bad_checkpoint_is_refused_naming_the_path_with_nothing_changed(change, message):
@@ -287,6 +297,8 @@ def test_the_archive_holds_no_pickles(tmp_path):
     target = o.setup(o.Scheduled(o.Adam(), eta=S.constant(1.0)), _copy(model))
     assert o.load(path, target) == ([], [])
     assert target["enc"]["w"] == state["enc"]["w"]
+    with np.load(path, allow_pickle=False) as archive:  # any mapping of arrays will do
+        assert o.load_state_dict(target, archive) == ([], [])
 
 
 # ---------------------------------------------------------------------------

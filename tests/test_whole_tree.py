@@ -522,3 +522,15 @@ def test_two_global_clips_in_a_chain_apply_one_after_the_other():
     # 2-norm 3 -> scaled by 2/3; then the 1-norm 6 -> scaled by 0.5/6
     np.testing.assert_allclose(model["a"], -0.5 / 9)
     np.testing.assert_allclose(model["b"], -0.5 / 9)
+
+
+def test_a_model_with_a_rule_per_leaf_is_still_planned_as_one_call():
+    from optimisers import _plan
+
+    model = _model(np.float32)
+    state = o.setup(
+        lambda kp, x: o.AdamW(lambda_=0.1) if kp[-1] == "w" else o.Adam(), model, path=True
+    )
+    o.update_(state, model, _grad(model, 0))
+    assert id(state) in _plan._plans
+    assert _plan._plans[id(state)][0]().leaves == 4

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -235,6 +236,10 @@ def _leaves(state: Any) -> dict[str, Any]:
 def state_dict(state: Any) -> dict[str, np.ndarray]:
     """The state tree as a flat dict of NumPy arrays, keyed by key-path strings
     (see the module's docstring); the arrays are copies."""
+    return _state_dict(state, copy=True)
+
+
+def _state_dict(state: Any, copy: bool) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key, leaf in _leaves(state).items():
         where = repr(key)
@@ -248,7 +253,7 @@ def state_dict(state: Any) -> dict[str, np.ndarray]:
                 raise TypeError(
                     f"the state at {where} holds an object array, which cannot be saved"
                 )
-            out[f"{key}:state.{i}"] = np.array(a, order="C", copy=True)
+            out[f"{key}:state.{i}"] = np.array(a, order="C", copy=True) if copy else a
     return out
 
 
@@ -339,8 +344,9 @@ def load_state_dict(
     either raises ``KeyError``. An array of another shape or dtype raises
     ``ValueError`` naming the path. Whatever it raises, it changes nothing.
     """
-    if not isinstance(sd, dict):
+    if not isinstance(sd, Mapping):
         raise TypeError(f"load_state_dict expects a dict from state_dict, got {type(sd).__name__}")
+    sd = dict(sd)
     leaves = _leaves(state)
     saved: dict[str, list[str]] = {}
     for k in sd:
@@ -353,7 +359,10 @@ def load_state_dict(
         raise KeyError(
             f"the checkpoint does not match the state tree: missing {missing}, unexpected {unexpected}"
         )
-    reads = {k: _read(sd, k, saved[k], leaf) for k, leaf in leaves.items() if k in saved}
+    try:
+        reads = {k: _read(sd, k, saved[k], leaf) for k, leaf in leaves.items() if k in saved}
+    except RecursionError:  # a crafted rule or layout nested without end
+        raise ValueError("the checkpoint holds a rule or layout nested too deeply") from None
     for k, (rule, new, frozen) in reads.items():
         _write(leaves[k], rule, new, frozen)
     return missing, unexpected
@@ -362,7 +371,7 @@ def load_state_dict(
 def save(file: Any, state: Any) -> None:
     """Write :func:`state_dict` of ``state`` to ``file`` (a path or a binary
     file) as an ``.npz`` archive without pickles."""
-    np.savez(file, **state_dict(state))
+    np.savez(file, **_state_dict(state, copy=False))  # savez copies them into the file
 
 
 def load(file: Any, state: Any, *, strict: bool = True) -> tuple[list[str], list[str]]:

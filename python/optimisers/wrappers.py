@@ -50,6 +50,8 @@ class Scheduled(_Wrapper):
     of ``optimisers.schedules`` can be saved in checkpoints). State
     ``(t, rule's state)``. The rule for a step is made once per step value and
     shared by every leaf at that step, so that they run as one kernel call.
+    ``adjust`` changes the rule inside; a scheduled field keeps following its
+    schedule.
     """
 
     _fields = (Field("rule", _NO_DEFAULT, _rule), Field("schedules", (), _schedules))
