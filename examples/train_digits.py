@@ -122,7 +122,7 @@ def train(steps_range, model, average, state, x, y, x_test, y_test, lr, log, bat
 def plot(log: dict, path: str) -> None:
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.6))
     loss = np.array(log["loss"])
-    window = 20
+    window = max(1, min(20, len(loss) // 5))
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     ax_loss.plot(log["step"], loss, color="0.8", lw=0.8, label="batch")
     ax_loss.plot(log["step"][window - 1 :], smooth, color="C0", label=f"mean of {window}")
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     x, y, x_test, y_test = data()
+    warmup = max(1, args.steps // 10)
     lr = schedules.warmup_cosine_decay(
-        0.0, 3e-3, warmup_steps=max(1, args.steps // 10), decay_steps=args.steps
+        0.0, 3e-3, warmup_steps=warmup, decay_steps=max(args.steps, warmup + 1)
     )
     log: dict = {k: [] for k in ("step", "loss", "lr", "eval_step", "acc", "acc_ema")}
     start = time.perf_counter()

@@ -21,7 +21,7 @@ import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -150,7 +150,7 @@ def _state_equal(a: Any, b: Any) -> bool:
 # setup
 
 
-def setup(rule: AbstractRule, model: Any, path: bool = False) -> Any:
+def setup(rule: AbstractRule | Callable[..., AbstractRule], model: Any, path: bool = False) -> Any:
     """The state tree for training ``model`` with ``rule``: the model's shape,
     with a ``Leaf`` for each trainable array (one shared ``Leaf`` per tied
     array) and ``None`` elsewhere.
