@@ -534,3 +534,29 @@ def test_a_model_with_a_rule_per_leaf_is_still_planned_as_one_call():
     o.update_(state, model, _grad(model, 0))
     assert id(state) in _plan._plans
     assert _plan._plans[id(state)][0]().leaves == 4
+
+
+def test_a_clip_norm_before_the_global_clip_refuses_inf_naming_the_path():
+    model = {"a": np.ones(2), "b": np.ones(2)}
+    state = o.setup(o.OptimiserChain(o.ClipNorm(1.0), o.ClipGlobalNorm(1.0), o.Adam()), model)
+    kept = pickle.dumps((state, model))
+    with pytest.raises(ValueError, match=r"KeyPath\('b'\) has 2.0-norm inf \(ClipNorm"):
+        o.update_(state, model, {"a": np.ones(2), "b": np.array([1.0, np.inf])})
+    assert pickle.dumps((state, model)) == kept
+
+
+def test_update_with_whole_tree_rules_leaves_its_inputs_alone():
+    model = _model()
+    rule = o.SkipNonFinite(o.OptimiserChain(o.ClipGlobalNorm(0.1), o.Lookahead(o.Adam(), k=1)))
+    state = o.setup(rule, model)
+    kept = pickle.dumps((state, model))
+    grad = _grad(model, 0)
+    new_state, new_model = o.update(state, model, grad)
+    assert pickle.dumps((state, model)) == kept
+    assert new_state["layers"][0]["w"].state[2][1][1] == 1  # Lookahead's count
+    assert not np.array_equal(new_model["layers"][0]["w"], model["layers"][0]["w"])
+    grad["layers"][0]["b"][0] = np.nan
+    skipped_state, same = o.update(new_state, new_model, grad)
+    assert skipped_state["layers"][1]["w"].state[:2] == (1, 1)
+    for a, b in zip(_arrays(same), _arrays(new_model)):
+        np.testing.assert_array_equal(a, b)

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _core
 from .keypath import KeyPath
 from .rules import AbstractRule, Descent, MixedPrecision, OptimiserChain, _is_builtin
 from .wrappers import ClipGlobalNorm, Lookahead, Scheduled, SkipNonFinite, _Wrapper
@@ -217,7 +218,13 @@ def _clip_group(group: list[_Taken], rule: ClipGlobalNorm) -> None:
         before, rest = tuple(t.state[: i + 1]), chain.rules[i + 1 :]
         g = e.grad
         if i:  # rules without state before the clip transform the gradient first
-            _, g = OptimiserChain(*chain.rules[:i]).apply(before[:i], e.x, g)
+            try:
+                _, g = OptimiserChain(*chain.rules[:i]).apply(before[:i], e.x, g)
+            except _core.NonFiniteNormError as err:  # a ClipNorm among them
+                _job, p, norm = err.args
+                raise ValueError(
+                    f"gradient at {e.path!r} has {p}-norm {norm} (ClipNorm with throw=True)"
+                ) from None
         grads.append(g)
         if len(rest) == 1:
             t.wraps.append(lambda s, skipped, before=before: (*before, s))
