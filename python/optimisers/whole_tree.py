@@ -137,6 +137,7 @@ class _Taken:
         self.wraps: list[Callable[[Any, bool], Any]] = []
         self.lookahead: list[tuple[Lookahead, np.ndarray, int]] = []
         self.skipped = False
+        self.order = 0  # its place among the step's taken leaves (tree order)
         # A ClipGlobalNorm's factor not yet applied to the gradient: the kernel
         # applies it as a first Descent(factor), in the same pass as the rule.
         self.factor: float | None = None
@@ -259,30 +260,31 @@ def prepare(live: list[Any]) -> tuple[list[Any], Step | None]:
     if not any(_special(e.leaf.rule) for e in live):
         return live, None
     taken = [_Taken(e) for e in live if _special(e.leaf.rule)]
+    for i, t in enumerate(taken):
+        t.order = i
     waiting = {id(t): _peel(t) for t in taken}
     while any(w is not None for w in waiting.values()):
         # The outer barriers first: a leaf skipped by SkipNonFinite takes no part in a norm.
         kind = "skip" if any(w and w[0] == "skip" for w in waiting.values()) else "clip"
-        groups: dict[Any, list[_Taken]] = {}
-        for t in taken:
-            w = waiting[id(t)]
-            if w is not None and w[0] == kind and not t.skipped:
-                groups.setdefault(w[1], []).append(t)
-        for rule, group in groups.items():
+        groups = _groups(
+            [(waiting[id(t)][1], t) for t in taken if _waits(waiting[id(t)], kind, t)]  # type: ignore[index]
+        )
+        for rule, group in groups:
             (_skip_group if kind == "skip" else _clip_group)(group, rule)
-        for group in groups.values():
+        for _, group in groups:
             for t in group:
                 waiting[id(t)] = None if t.skipped else _peel(t)
-    scaled: dict[tuple[float, AbstractRule], OptimiserChain] = {}
+    # id(rule), factor -> the rule with Descent(factor) first, or None if Python runs it
+    scaled: dict[tuple[int, float], OptimiserChain | None] = {}
     for t in taken:
         if t.skipped:
             continue
-        if t.factor is not None and _is_builtin(t.rule):
-            # Descent(f) first multiplies by f rounded to the dtype, as NumPy would.
+        key = (id(t.rule), t.factor)  # type: ignore[assignment]
+        if t.factor is not None and key not in scaled:
             rules = t.rule.rules if isinstance(t.rule, OptimiserChain) else (t.rule,)
-            key = (t.factor, t.rule)
-            if key not in scaled:
-                scaled[key] = OptimiserChain(Descent(t.factor), *rules)
+            # Descent(f) first multiplies by f rounded to the dtype, as NumPy would.
+            scaled[key] = OptimiserChain(Descent(t.factor), *rules) if _is_builtin(t.rule) else None
+        if t.factor is not None and scaled[key] is not None:
             inner = t.state if isinstance(t.rule, OptimiserChain) else (t.state,)
             single = not isinstance(t.rule, OptimiserChain)
             t.wraps.append(lambda s, skipped, single=single: s[1] if single else s[1:])
@@ -291,6 +293,28 @@ def prepare(live: list[Any]) -> tuple[list[Any], Step | None]:
         t.entry.leaf = _Stand(t.rule, t.state)
     skipped = {id(t.entry) for t in taken if t.skipped}
     return [e for e in live if id(e) not in skipped], Step(taken)
+
+
+def _waits(w: tuple[str, AbstractRule] | None, kind: str, t: _Taken) -> bool:
+    return w is not None and w[0] == kind and not t.skipped
+
+
+def _groups(members: list[tuple[AbstractRule, _Taken]]) -> list[tuple[AbstractRule, list]]:
+    """The leaves grouped by equal rules, in tree order: by identity first (most
+    leaves share one rule object), then the distinct objects compared."""
+    by_id: dict[int, tuple[AbstractRule, list]] = {}
+    for rule, t in members:
+        by_id.setdefault(id(rule), (rule, []))[1].append(t)
+    groups: list[tuple[AbstractRule, list]] = []
+    for rule, group in by_id.values():
+        same = next((g for r, g in groups if r == rule), None)
+        if same is None:
+            groups.append((rule, group))
+        else:
+            same.extend(group)
+    for _, group in groups:  # merged groups back in tree order
+        group.sort(key=lambda t: t.order)
+    return groups
 
 
 def finish(step: Step, replaced: dict[int, np.ndarray]) -> None:
