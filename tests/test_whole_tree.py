@@ -560,3 +560,15 @@ def test_update_with_whole_tree_rules_leaves_its_inputs_alone():
     assert skipped_state["layers"][1]["w"].state[:2] == (1, 1)
     for a, b in zip(_arrays(same), _arrays(new_model)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_leaves_sharing_a_clipped_chain_share_one_program(monkeypatch):
+    model = {f"x{i}": np.ones(4) for i in range(6)}
+    state = o.setup(o.OptimiserChain(o.ClipGlobalNorm(0.1), o.ClipGrad(1.0), o.Adam()), model)
+    programs = []
+    step = _core.step
+    monkeypatch.setattr(
+        _core, "step", lambda jobs: (programs.extend(id(j[0]) for j in jobs), step(jobs))[1]
+    )
+    o.update_(state, model, {k: np.ones(4) for k in model})
+    assert len(programs) == 6 and len(set(programs)) == 1

@@ -205,13 +205,18 @@ def _skip_group(group: list[_Taken], rule: SkipNonFinite) -> None:
 
 def _clip_group(group: list[_Taken], rule: ClipGlobalNorm) -> None:
     grads = []
+    # The rules after the clip, made once per chain object: leaves sharing a rule
+    # share one program in the kernel call.
+    after: dict[int, AbstractRule] = {}
     for t in group:
         t.scale_gradient()  # an earlier clip's factor first
         e = t.entry
         if isinstance(t.rule, ClipGlobalNorm):
             grads.append(e.grad)
             t.wraps.append(lambda s, skipped: None)
-            t.rule, t.state = OptimiserChain(), ()  # the clipped gradient is the update
+            if id(t.rule) not in after:
+                after[id(t.rule)] = OptimiserChain()  # the clipped gradient is the update
+            t.rule, t.state = after[id(t.rule)], ()
             continue
         chain: OptimiserChain = t.rule  # type: ignore[assignment]
         i = _first_clip(chain)
@@ -232,7 +237,9 @@ def _clip_group(group: list[_Taken], rule: ClipGlobalNorm) -> None:
             t.rule, t.state = rest[0], t.state[i + 1]
         else:
             t.wraps.append(lambda s, skipped, before=before: (*before, *s))
-            t.rule, t.state = OptimiserChain(*rest), tuple(t.state[i + 1 :])
+            if id(chain) not in after:
+                after[id(chain)] = OptimiserChain(*rest)
+            t.rule, t.state = after[id(chain)], tuple(t.state[i + 1 :])
     factor = clip_factor(rule, grads, [t.entry.path for t in group])
     for t, g in zip(group, grads):
         if g is not t.entry.grad:
