@@ -5,12 +5,17 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
     state, model = optimisers.update_(state, model, grad)  # every step
 """
 
+from . import schedules
 from ._core import get_num_threads
 from ._kernel import set_num_threads
 from .adjust import adjust, adjust_
+from .checkpoint import load, load_state_dict, save, state_dict
 from .destructure import Restructure, destructure
+from .ema import ema, ema_
 from .interface import Leaf, freeze_, setup, thaw_, update, update_
 from .keypath import KeyPath, getkeypath, haskeypath
+from .optimiser import Optimiser
+from .plateau import ReduceOnPlateau
 from .rules import (
     AbstractRule,
     AccumGrad,
@@ -39,6 +44,7 @@ from .rules import (
 )
 from .trainables import trainables
 from .tree import register
+from .wrappers import ClipGlobalNorm, Lookahead, Scheduled, SkipNonFinite
 
 __version__ = "0.1.0"
 
@@ -52,34 +58,47 @@ __all__ = [
     "AdaMax",
     "Adam",
     "AdamW",
+    "ClipGlobalNorm",
     "ClipGrad",
     "ClipNorm",
     "Descent",
     "KeyPath",
     "Leaf",
     "Lion",
+    "Lookahead",
     "MixedPrecision",
     "Momentum",
     "NAdam",
     "Nesterov",
     "OAdam",
+    "Optimiser",
     "OptimiserChain",
     "RAdam",
     "RMSProp",
+    "ReduceOnPlateau",
     "Restructure",
     "Rprop",
+    "Scheduled",
     "SignDecay",
+    "SkipNonFinite",
     "WeightDecay",
     "adjust",
     "adjust_",
     "destructure",
+    "ema",
+    "ema_",
     "freeze_",
     "get_num_threads",
     "getkeypath",
     "haskeypath",
+    "load",
+    "load_state_dict",
     "register",
+    "save",
+    "schedules",
     "set_num_threads",
     "setup",
+    "state_dict",
     "thaw_",
     "trainables",
     "update",

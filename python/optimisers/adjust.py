@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import numbers
 from typing import Any
 
 from ._errors import ArgumentError
 from ._leaf import leaves_under
 from .interface import _copy_state_tree
-from .rules import AbstractRule, MixedPrecision, OptimiserChain, RMSProp, _Rule
+from .rules import AbstractRule
+from .rules import adjusted as _adjust_rule
+from .rules import check_used as _check_used
 
 __all__ = ["adjust", "adjust_"]
 
@@ -24,38 +25,6 @@ def _fields_of(eta: Any, fields: dict[str, Any]) -> dict[str, Any]:
     if not fields:
         raise ArgumentError("adjust must be given something to change: a learning rate or fields")
     return fields
-
-
-def _adjust_rule(rule: AbstractRule, fields: dict[str, Any], used: set[str]) -> AbstractRule:
-    """``rule`` with each field it has replaced; records which fields it used."""
-    if isinstance(rule, OptimiserChain):
-        return OptimiserChain(*(_adjust_rule(r, fields, used) for r in rule.rules))
-    if isinstance(rule, MixedPrecision):
-        return MixedPrecision(rule.dtype, _adjust_rule(rule.rule, fields, used))
-    if isinstance(rule, RMSProp) and ("centred" in fields or "centered" in fields):
-        raise ArgumentError(
-            "adjust cannot change RMSProp's centred: the two variants keep different state"
-        )
-    if isinstance(rule, _Rule):
-        mine = {k: v for k, v in fields.items() if k in rule._field_names()}
-        used.update(mine)
-        return rule._replace(**mine) if mine else rule
-    mine = {k: v for k, v in fields.items() if hasattr(rule, k)}
-    used.update(mine)
-    if not mine:
-        return rule
-    new = copy.copy(rule)
-    for k, v in mine.items():
-        setattr(new, k, v)
-    return new
-
-
-def _check_used(fields: dict[str, Any], used: set[str], where: str = "") -> None:
-    unused = [k for k in fields if k not in used]
-    if unused:
-        raise ArgumentError(
-            f"adjust: no rule {where or 'given'} has the field(s) {', '.join(map(repr, unused))}"
-        )
 
 
 def adjust_(tree_: Any, eta: Any = None, **fields: Any) -> None:

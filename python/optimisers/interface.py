@@ -21,11 +21,11 @@ import numbers
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from . import _alloc, _core, _kernel, _plan, tree
+from . import _alloc, _core, _kernel, _plan, tree, whole_tree
 from . import views as _views
 from ._errors import ArgumentError as ArgumentError  # where it lived before _errors
 from ._errors import norm_error, too_deep, walks_models
@@ -42,12 +42,17 @@ __all__ = ["Leaf", "freeze_", "setup", "thaw_", "update", "update_"]
 
 
 @walks_models
-def setup(rule: AbstractRule, model: Any) -> Any:
+def setup(rule: AbstractRule | Callable[..., AbstractRule], model: Any, path: bool = False) -> Any:
     """The state tree for training ``model`` with ``rule``: the model's shape,
     with a ``Leaf`` for each trainable array (one shared ``Leaf`` per tied
-    array) and ``None`` elsewhere."""
+    array) and ``None`` elsewhere.
+
+    ``rule`` may instead be a function picking each leaf's rule: ``rule(x)``,
+    or ``rule(keypath, x)`` with ``path=True``; a tied array is asked once."""
     if not isinstance(rule, AbstractRule):
-        raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
+        if not callable(rule):
+            raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
+        rule = whole_tree.Chooser(rule, path)  # type: ignore[assignment]
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
     with _alloc.packed_states():
@@ -66,6 +71,7 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
     if tree.is_parameter(x):
         if id(x) in cache:
             return cache[id(x)]
+        rule = whole_tree.choose(rule, x, path)  # a function's pick; whole-tree rules checked
         if x.dtype.kind == "c" and _is_builtin_any(rule):
             # Checked first: the generic dtype advice (wrap in MixedPrecision) does not help here.
             problem = f"complex parameters are not supported by {type(rule).__name__}"
@@ -218,6 +224,8 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     for e in live:
         # No plan may step these leaves while this step runs without the GIL.
         e.leaf._detach()
+    # Wrappers and whole-tree rules taken apart (whole_tree.py); put back by `finish`.
+    live, taken = whole_tree.prepare(live)
 
     kernel_entries, python_entries = [], []
     for e in live:
@@ -271,6 +279,8 @@ def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
             new = _subtract(e.x, update, e.path)
             if new is not e.x:
                 replaced[id(e.x)] = new
+    if taken is not None:
+        whole_tree.finish(taken, replaced)
 
     for e in live:
         new = replaced.get(id(e.x), e.x)

@@ -13,6 +13,7 @@ file per rule.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Any, Callable, ClassVar, NamedTuple
@@ -22,6 +23,7 @@ import numpy as np
 from . import _core, _kernel
 from ._alloc import full as _full
 from ._alloc import zeros as _zeros
+from ._errors import ArgumentError
 
 __all__ = [
     "AMSGrad",
@@ -114,6 +116,9 @@ class _Rule(AbstractRule):
 
     _fields: ClassVar[tuple[Field, ...]] = ()
     _aliases: ClassVar[dict[str, str]] = {}
+    # Whether the kernel runs this rule whole; the rules of wrappers.py say no
+    # (the general path takes them apart at each step, see whole_tree.py).
+    _in_kernel: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
@@ -169,6 +174,12 @@ class _Rule(AbstractRule):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), dict(zip(self._field_names(), self._values()))))
+
+    def _adjusted(self, fields: dict[str, Any], used: set[str]) -> _Rule:
+        """This rule with each of ``fields`` it has replaced (see ``adjusted``)."""
+        mine = {k: v for k, v in fields.items() if k in self._field_names()}
+        used.update(mine)
+        return self._replace(**mine) if mine else self
 
     def _replace(self, **fields: Any) -> _Rule:
         values = dict(zip(self._field_names(), self._values()))
@@ -388,6 +399,13 @@ class RMSProp(_Rule):
 
     def init(self, x):
         return (_zeros(x), _zeros(x) if self.centred else False)
+
+    def _adjusted(self, fields, used):
+        if "centred" in fields or "centered" in fields:
+            raise ArgumentError(
+                "adjust cannot change RMSProp's centred: the two variants keep different state"
+            )
+        return super()._adjusted(fields, used)
 
     def _kernel(self, dtype):
         kind = "RMSPropCentred" if self.centred else "RMSProp"
@@ -635,6 +653,9 @@ class OptimiserChain(_Rule):
     def _replace(self, **fields):
         return OptimiserChain(*fields.get("rules", self.rules))
 
+    def _adjusted(self, fields, used):
+        return OptimiserChain(*(adjusted(r, fields, used) for r in self.rules))
+
     def init(self, x):
         return tuple(r.init(x) for r in self.rules)
 
@@ -701,6 +722,9 @@ class MixedPrecision(_Rule):
     def __repr__(self) -> str:
         return f"MixedPrecision({np.dtype(self.dtype).name}, {self.rule!r})"
 
+    def _adjusted(self, fields, used):
+        return MixedPrecision(self.dtype, adjusted(self.rule, fields, used))
+
     def init(self, x):
         xT = np.array(x, dtype=self.dtype, order="C", copy=True)
         return (xT, self.rule.init(xT))
@@ -724,7 +748,7 @@ def _is_builtin(rule: AbstractRule) -> bool:
     """Whether the kernel runs this rule whole (a built-in rule or a chain of them)."""
     if isinstance(rule, OptimiserChain):
         return rule._builtin()
-    return isinstance(rule, _Rule) and not isinstance(rule, MixedPrecision)
+    return isinstance(rule, _Rule) and rule._in_kernel and not isinstance(rule, MixedPrecision)
 
 
 def runs_in_kernel(rule: AbstractRule, dtype: np.dtype) -> bool:
@@ -744,3 +768,28 @@ def check_dtype(dtype: np.dtype, rule: AbstractRule) -> str | None:
         f"no kernel for parameters of dtype {dtype}; "
         f"wrap the rule as MixedPrecision(numpy.float64, rule) to train them"
     )
+
+
+def adjusted(rule: AbstractRule, fields: dict[str, Any], used: set[str]) -> AbstractRule:
+    """``rule`` with each of ``fields`` that it has replaced, routed into chains
+    and through wrappers to the rules inside; the names used are added to
+    ``used``. A Python rule gets a copy with those attributes set."""
+    if isinstance(rule, _Rule):
+        return rule._adjusted(fields, used)
+    mine = {k: v for k, v in fields.items() if hasattr(rule, k)}
+    used.update(mine)
+    if not mine:
+        return rule
+    new = copy.copy(rule)
+    for k, v in mine.items():
+        setattr(new, k, v)
+    return new
+
+
+def check_used(fields: dict[str, Any], used: set[str], where: str = "") -> None:
+    """Refuse the fields that no rule took (``adjusted`` recorded the others)."""
+    unused = [k for k in fields if k not in used]
+    if unused:
+        raise ArgumentError(
+            f"adjust: no rule {where or 'given'} has the field(s) {', '.join(map(repr, unused))}"
+        )
