@@ -220,8 +220,10 @@ def test_set_num_threads_refuses_negative_numbers_with_a_value_error():
         o.destructure,
         lambda m: o.destructure(m)[1].flatten(m),
         lambda m: o.update(o.setup(o.Adam(), m), m, m),
+        lambda m: o.update_(*o.update_(o.setup(o.Adam(), m), m, m), m),
+        lambda m: o.update_(*o.update_(o.setup(o.Adam(), m[1]), m[1], m[1]), m[1]),
     ],
-    ids=["setup", "trainables", "destructure", "flatten", "update"],
+    ids=["setup", "trainables", "destructure", "flatten", "update", "update_", "update_planned"],
 )
 def test_a_model_is_freed_when_its_last_reference_goes(call):
     gc.collect()
@@ -382,6 +384,21 @@ def test_non_native_byte_order_trains_like_native(dtype):
         sr, ref = o.update_(sr, ref, {"w": g.astype(native)})
     assert x["w"].dtype == np.dtype(dtype)
     assert np.array_equal(x["w"], ref["w"])
+
+
+def test_a_leaf_replaced_by_hand_after_planning_is_the_one_stepped():
+    model = {"w": np.ones(3), "b": np.ones(2)}
+    grad = {"w": np.ones(3), "b": np.ones(2)}
+    state = o.setup(o.Momentum(), model)
+    for _ in range(2):
+        o.update_(state, model, grad)  # planned: the plan knows the Leafs by address
+    for i in range(20):
+        # The old Leaf is freed here, and its address may well be the new one's.
+        state["w"] = o.Leaf(o.Momentum(), np.full(3, float(i)))
+        ref_state, ref_model = o.update(state, model, grad)
+        o.update_(state, model, grad)
+        assert model["w"].tobytes() == ref_model["w"].tobytes()
+        assert state["w"] == ref_state["w"]
 
 
 # --- found by tests/test_properties.py --------------------------------------

@@ -10,6 +10,7 @@ back and retires the plan.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Any
 
@@ -102,6 +103,14 @@ class Leaf:
             self._state = self.state
             self._plan = None
             plan.invalidate()
+
+    def __del__(self) -> None:
+        # The plan knows this Leaf by its address only (see `_plan.py`): retire
+        # it before the address can be reused.
+        plan = self._plan
+        if plan is not None:
+            with contextlib.suppress(RuntimeError):  # a plan in use by a thread being torn down
+                plan.invalidate()
 
     def _set_state(self, state: Any) -> None:
         """Set the state after a step of the general path."""

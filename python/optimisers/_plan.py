@@ -43,8 +43,10 @@ enabled = True
 
 # id(state tree) -> (weak reference to its plan, the key path of each planned leaf),
 # read from Rust by `_core.step_planned` in that layout.
-# A plan holds its state tree and model, so the id cannot be reused while it lives;
-# the planned Leaf objects hold the plan, so it lives as long as they do.
+# The planned Leaf objects hold the plan, so it lives as long as they do; a plan
+# holds neither the trees nor the Leafs (that would be a reference cycle) but
+# their addresses, and a Leaf retires its plan when it is freed, so that no
+# address is reused while its plan is valid.
 _plans: dict[int, tuple[weakref.ref, list[KeyPath]]] = {}
 
 # id(state tree) -> (id(model), generation): trees found unplannable, not retried

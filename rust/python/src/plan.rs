@@ -98,8 +98,8 @@ struct Buffer {
 }
 
 struct LeafPlan {
-    /// The `Leaf` object the state tree holds here.
-    leaf: Py<PyAny>,
+    /// The address of the `Leaf` object the state tree holds here (see `Plan::state`).
+    leaf: usize,
     x: Buffer,
     descr: usize,
     len: usize,
@@ -180,8 +180,14 @@ const KERNEL_WRITES: i32 = KERNEL_READS | flags::NPY_ARRAY_WRITEABLE;
 /// A cached plan of `update_(state, model, grad)` for one state tree and model.
 #[pyclass(module = "optimisers._core", weakref)]
 pub struct Plan {
-    state: Option<Py<PyAny>>,
-    model: Option<Py<PyAny>>,
+    /// The addresses of the state tree and model it was made for. Not
+    /// references: the planned `Leaf`s hold the plan, and a plan holding the
+    /// trees (or the `Leaf`s) would be a reference cycle, keeping a model alive
+    /// until the collector runs. An address cannot be reused while the plan
+    /// is valid: a `Leaf` retires its plan when it is freed (`_leaf.py`), and
+    /// every step checks the `Leaf`s, containers and arrays it walks to.
+    state: usize,
+    model: usize,
     nodes: Vec<Node>,
     leaves: Vec<LeafPlan>,
     /// Every leaf's per-leaf scalars, concatenated.
@@ -393,7 +399,7 @@ impl Plan {
                 }
                 What::Leaf(j) => {
                     let leaf = &self.leaves[*j];
-                    if !s.is(leaf.leaf.bind(s.py()))
+                    if s.as_ptr() as usize != leaf.leaf
                         || !m.is(leaf.x.array.bind(m.py()))
                         || !Self::buffers_unchanged(leaf, &m)
                     {
@@ -626,14 +632,14 @@ impl Plan {
     /// size, or overlapping another).
     #[staticmethod]
     fn build(
-        state: Bound<'_, PyAny>,
-        model: Bound<'_, PyAny>,
+        state: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
         nodes: Vec<PyNode<'_>>,
         leaves: Vec<PyLeaf<'_>>,
     ) -> PyResult<Option<Plan>> {
         let mut plan = Plan {
-            state: Some(state.unbind()),
-            model: Some(model.unbind()),
+            state: state.as_ptr() as usize,
+            model: model.as_ptr() as usize,
             nodes: Vec::with_capacity(nodes.len()),
             leaves: Vec::with_capacity(leaves.len()),
             scalars: Vec::new(),
@@ -669,7 +675,7 @@ impl Plan {
             });
         }
         for (leaf, x, states, program, per_leaf, frozen) in leaves {
-            let Some(leaf_plan) = plan.leaf(leaf, &x, &states, program, &per_leaf, frozen)? else {
+            let Some(leaf_plan) = plan.leaf(&leaf, &x, &states, program, &per_leaf, frozen)? else {
                 return Ok(None);
             };
             if !leaf_plan.frozen {
@@ -695,10 +701,10 @@ impl Plan {
         model: &Bound<'_, PyAny>,
         grad: &Bound<'_, PyAny>,
     ) -> PyResult<Option<bool>> {
-        let same = |mine: &Option<Py<PyAny>>, theirs: &Bound<'_, PyAny>| {
-            mine.as_ref().is_some_and(|m| m.bind(py).is(theirs))
-        };
-        if !self.valid || !same(&self.state, state) || !same(&self.model, model) {
+        if !self.valid
+            || self.state != state.as_ptr() as usize
+            || self.model != model.as_ptr() as usize
+        {
             return Ok(None);
         }
         // The walk of thousands of leaves outlasts the helpers' spin.
@@ -751,8 +757,6 @@ impl Plan {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.state)?;
-        visit.call(&self.model)?;
         for node in &self.nodes {
             visit.call(&node.key)?;
             if let What::Container { ty, keys, .. } = &node.what {
@@ -763,7 +767,6 @@ impl Plan {
             }
         }
         for leaf in &self.leaves {
-            visit.call(&leaf.leaf)?;
             visit.call(&leaf.x.array)?;
             for s in &leaf.states {
                 visit.call(&s.array)?;
@@ -775,8 +778,6 @@ impl Plan {
 
     fn __clear__(&mut self) {
         self.valid = false;
-        self.state = None;
-        self.model = None;
         self.nodes.clear();
         // Keep the scalars: a Leaf may still ask for them.
         for leaf in &mut self.leaves {
@@ -791,7 +792,7 @@ impl Plan {
     /// write them in place.
     fn leaf(
         &mut self,
-        leaf: Bound<'_, PyAny>,
+        leaf: &Bound<'_, PyAny>,
         x: &Bound<'_, PyAny>,
         states: &[Bound<'_, PyAny>],
         program: Bound<'_, Program>,
@@ -845,7 +846,7 @@ impl Plan {
         let start = self.scalars.len();
         self.scalars.extend_from_slice(per_leaf);
         Ok(Some(LeafPlan {
-            leaf: leaf.unbind(),
+            leaf: leaf.as_ptr() as usize,
             x: x_buffer,
             descr: xf.descr as usize,
             len,
