@@ -132,6 +132,20 @@ _TABLE = [
     o.MixedPrecision(np.float64, o.Adam()),
     o.MixedPrecision(o.Adam()),
     o.MixedPrecision(np.float64, Chain(o.ClipNorm(1.0), o.AccumGrad(2), o.Momentum(0.1))),
+    # --- wrappers and whole-tree rules (alone in a tree of one leaf: per leaf)
+    o.Scheduled(o.Adam(), eta=o.schedules.cosine_decay(0.01, 8)),
+    o.Scheduled(
+        Chain(o.ClipGrad(1.0), o.Momentum()),
+        eta=o.schedules.linear(0.1, 0.01, 5),
+        rho=o.schedules.constant(0.8),
+    ),
+    o.Lookahead(o.Adam(0.01), k=3),
+    o.Lookahead(Chain(o.AccumGrad(2), o.Descent(0.1)), k=2, alpha=0.3),
+    o.SkipNonFinite(o.Adam()),
+    o.SkipNonFinite(Chain(o.ClipNorm(1.0), o.Momentum()), max_consecutive=3),
+    o.ClipGlobalNorm(1.0),
+    o.ClipGlobalNorm(1.0, math.inf, throw=False),
+    Chain(o.ClipGlobalNorm(0.5, 1), o.Adam()),
 ]
 
 RULES = [pytest.param(r, id=rule_id(r)) for r in _TABLE]
@@ -141,14 +155,22 @@ assert len(set(_ids)) == len(_ids), "rule table ids must be unique"
 
 
 def is_clipnorm(rule) -> bool:
-    """Whether a ClipNorm is anywhere in the rule (its norm sums in another order)."""
-    if isinstance(rule, o.ClipNorm):
+    """Whether a ClipNorm or ClipGlobalNorm is anywhere in the rule (its norm
+    sums in another order)."""
+    if isinstance(rule, (o.ClipNorm, o.ClipGlobalNorm)):
         return True
     if isinstance(rule, o.OptimiserChain):
         return any(is_clipnorm(r) for r in rule.rules)
-    if isinstance(rule, o.MixedPrecision):
+    if isinstance(rule, (o.MixedPrecision, o.Scheduled, o.Lookahead, o.SkipNonFinite)):
         return is_clipnorm(rule.rule)
     return False
+
+
+def global_clip(rule):
+    """The ClipGlobalNorm a rule starts with (its step is the whole tree's), or None."""
+    if isinstance(rule, o.OptimiserChain) and rule.rules:
+        rule = rule.rules[0]
+    return rule if isinstance(rule, o.ClipGlobalNorm) else None
 
 
 @pytest.fixture(params=RULES)

@@ -28,7 +28,15 @@ import math
 
 import numpy as np
 
-__all__ = ["apply", "clipnorm_norm", "eps_value", "init", "step", "trajectory"]
+__all__ = [
+    "apply",
+    "clipnorm_norm",
+    "eps_value",
+    "global_clip",
+    "init",
+    "step",
+    "trajectory",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -204,6 +212,18 @@ def _init_mixed(rule, x):
     return (xT, init(rule.rule, xT))
 
 
+def _init_scheduled(rule, x):
+    return (0, init(rule.rule, x))
+
+
+def _init_skip(rule, x):
+    return (0, 0, init(rule.rule, x))
+
+
+def _init_lookahead(rule, x):
+    return (np.array(x, copy=True), 0, init(rule.rule, x))
+
+
 _INIT = {
     "Descent": _init_none,
     "WeightDecay": _init_none,
@@ -228,6 +248,10 @@ _INIT = {
     "OptimiserChain": _init_chain,
     "AccumGrad": _init_accumgrad,
     "MixedPrecision": _init_mixed,
+    "Scheduled": _init_scheduled,
+    "SkipNonFinite": _init_skip,
+    "Lookahead": _init_lookahead,
+    "ClipGlobalNorm": _init_none,
 }
 
 
@@ -463,6 +487,78 @@ def _apply_mixed(rule, state, x, dx, T):
     return new_state, x - xT.astype(T)
 
 
+class _Fields:
+    """A rule's public fields with some replaced, dispatched on the same name."""
+
+    def __init__(self, name, fields):
+        self.name = name
+        self.__dict__.update(fields)
+
+
+def _with_fields(rule, values):
+    """``rule`` (as the oracle sees it) with each field in ``values`` replaced,
+    routed into chains and wrapped rules as ``adjust`` routes it."""
+    name = type(rule).__name__ if not isinstance(rule, _Fields) else rule.name
+    fields = {k: v for k, v in vars(rule).items() if not k.startswith("_") and k != "name"}
+    if name == "OptimiserChain":
+        fields["rules"] = tuple(_with_fields(r, values) for r in rule.rules)
+    elif "rule" in fields:
+        fields["rule"] = _with_fields(rule.rule, values)
+    fields.update({k: v for k, v in values.items() if k in fields and k not in ("rule", "rules")})
+    return _Fields(name, fields)
+
+
+def _apply_scheduled(rule, state, x, dx, T):
+    step, inner = state
+    values = {name: s(step) for name, s in rule.schedules}
+    inner, upd = _apply_inner(_with_fields(rule.rule, values), inner, x, dx)
+    return (step + 1, inner), upd
+
+
+def _apply_skip(rule, state, x, dx, T):
+    in_a_row, total, inner = state
+    if not np.isfinite(dx).all():
+        if rule.max_consecutive is not None and in_a_row >= rule.max_consecutive:
+            raise FloatingPointError(f"non-finite gradient after {in_a_row} skips in a row")
+        return (in_a_row + 1, total + 1, inner), None
+    inner, upd = _apply_inner(rule.rule, inner, x, dx)
+    return (0, total, inner), upd
+
+
+def _apply_lookahead(rule, state, x, dx, T):
+    slow, count, inner = state
+    inner, upd = _apply_inner(rule.rule, inner, x, dx)
+    fast = x if upd is None else _arr(x - upd, T)
+    count += 1
+    if count % rule.k:
+        return (slow, count, inner), upd
+    slow = _arr(slow + (fast - slow) * T(rule.alpha), T)
+    return (slow, count, inner), _arr(x - slow, T)
+
+
+def global_clip(rule, grads):
+    """``ClipGlobalNorm``'s factor for the gradients of one step (all leaves
+    whose rule holds it): ``ω/‖G‖ₚ`` when the norm exceeds ω, else None."""
+    p = rule.p
+    norms = [clipnorm_norm(g, p) for g in grads]
+    if p == math.inf:
+        nrm = max(norms, default=0.0)
+    elif p == -math.inf:
+        nrm = min(norms, default=math.inf)
+    elif p == 0:
+        nrm = float(sum(norms))
+    else:
+        nrm = float(sum(np.float64(n) ** p for n in norms)) ** (1 / p)
+    if rule.throw and not math.isfinite(nrm):
+        raise ValueError(f"gradients have global {p}-norm {nrm}")
+    return rule.omega / nrm if nrm > rule.omega else None
+
+
+def _apply_clipglobalnorm(rule, state, x, dx, T):
+    factor = global_clip(rule, [dx])
+    return state, dx if factor is None else _arr(dx * T(factor), T)
+
+
 _APPLY = {
     "Descent": _apply_descent,
     "Momentum": _apply_momentum,
@@ -487,11 +583,15 @@ _APPLY = {
     "OptimiserChain": _apply_chain,
     "AccumGrad": _apply_accumgrad,
     "MixedPrecision": _apply_mixed,
+    "Scheduled": _apply_scheduled,
+    "SkipNonFinite": _apply_skip,
+    "Lookahead": _apply_lookahead,
+    "ClipGlobalNorm": _apply_clipglobalnorm,
 }
 
 
 def _apply_inner(rule, state, x, dx):
-    name = type(rule).__name__
+    name = rule.name if isinstance(rule, _Fields) else type(rule).__name__
     try:
         f = _APPLY[name]
     except KeyError:

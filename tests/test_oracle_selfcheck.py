@@ -147,6 +147,26 @@ class MixedPrecision:
         self.dtype, self.rule = dtype, rule
 
 
+class Scheduled:
+    def __init__(self, rule, **schedules):
+        self.rule, self.schedules = rule, tuple(sorted(schedules.items()))
+
+
+class SkipNonFinite:
+    def __init__(self, rule, max_consecutive=None):
+        self.rule, self.max_consecutive = rule, max_consecutive
+
+
+class Lookahead:
+    def __init__(self, rule, k=5, alpha=0.5):
+        self.rule, self.k, self.alpha = rule, k, alpha
+
+
+class ClipGlobalNorm:
+    def __init__(self, omega=10.0, p=2.0, throw=True):
+        self.omega, self.p, self.throw = float(omega), float(p), throw
+
+
 def all_rules():
     return [
         Descent(),
@@ -511,3 +531,46 @@ def _check_zero_dim_arrays(s, name):
         assert isinstance(s, np.ndarray), name
     elif name in ("Rprop", "AdaDelta", "AMSGrad"):
         assert all(isinstance(a, np.ndarray) for a in s), name
+
+
+def test_scheduled_takes_each_value_at_its_step():
+    rule = Scheduled(Descent(), eta=lambda step: 0.1 * (step + 1))
+    _, xs = oracle.trajectory(rule, np.zeros(2), [np.ones(2)] * 3)
+    np.testing.assert_allclose(xs[-1], -(0.1 + 0.2 + 0.3), rtol=1e-15)
+
+
+def test_scheduled_routes_into_chains():
+    rule = Scheduled(
+        OptimiserChain(ClipGrad(1.0), Descent()), eta=lambda step: 0.5, delta=lambda s: 0.1
+    )
+    _, upd = oracle.apply(rule, oracle.init(rule, np.zeros(1)), np.zeros(1), np.array([3.0]))
+    assert upd[0] == 0.05
+
+
+def test_lookahead_pulls_back_every_k_steps():
+    rule = Lookahead(Descent(0.1), k=3, alpha=0.5)
+    states, xs = oracle.trajectory(rule, np.zeros(1), [np.ones(1)] * 4)
+    np.testing.assert_allclose(xs[2], -0.15, rtol=1e-15)  # half of three steps of 0.1
+    np.testing.assert_allclose(xs[3], -0.25, rtol=1e-15)  # then fast again
+    assert states[2][1] == 3 and states[2][0][0] == xs[2][0]
+
+
+def test_skipnonfinite_skips_and_counts():
+    rule = SkipNonFinite(Descent(0.1), max_consecutive=1)
+    state = oracle.init(rule, np.zeros(1))
+    state, upd = oracle.apply(rule, state, np.zeros(1), np.array([np.nan]))
+    assert upd is None and state[:2] == (1, 1)
+    with pytest.raises(FloatingPointError):
+        oracle.apply(rule, state, np.zeros(1), np.array([np.inf]))
+    state, upd = oracle.apply(rule, state, np.zeros(1), np.array([1.0]))
+    assert state[:2] == (0, 1) and upd[0] == 0.1
+
+
+def test_clipglobalnorm_scales_the_whole_step():
+    rule = ClipGlobalNorm(1.0)
+    assert oracle.global_clip(rule, [np.array([3.0]), np.array([4.0])]) == 0.2
+    assert oracle.global_clip(rule, [np.array([0.3]), np.array([0.4])]) is None
+    _, upd = oracle.apply(rule, None, np.zeros(2), np.array([3.0, 4.0]))
+    np.testing.assert_allclose(upd, [0.6, 0.8], rtol=1e-15)
+    with pytest.raises(ValueError):
+        oracle.global_clip(rule, [np.array([np.inf])])

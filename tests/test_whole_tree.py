@@ -13,6 +13,7 @@ import pytest
 import optimisers as o
 from optimisers import _core
 from optimisers import schedules as S
+from optimisers._global_norm import global_norm
 
 
 def _model(dtype=np.float64, seed=0):
@@ -494,8 +495,6 @@ def test_ema_of_a_model_with_a_view_keeps_the_view():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_clip_global_norm_then_adam_equals_adam_on_the_scaled_gradients_bit_for_bit(dtype):
-    from optimisers.whole_tree import global_norm
-
     m1, m2 = _model(dtype), _model(dtype)
     s1 = o.setup(o.OptimiserChain(o.ClipGlobalNorm(0.5), o.Adam(0.01)), m1)
     s2 = o.setup(o.Adam(0.01), m2)

@@ -1,17 +1,15 @@
-"""The p-norm of a whole step's gradients, for ``ClipGlobalNorm``: summed in
-float64 in a fixed order, so that it does not depend on the thread count."""
+"""The p-norm of a whole step's gradients, for ``ClipGlobalNorm`` (``rule``
+below: anything with its ``omega``, ``p`` and ``throw``): summed in float64 in
+a fixed order, so that it does not depend on the thread count."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .keypath import KeyPath
-
-if TYPE_CHECKING:
-    from .wrappers import ClipGlobalNorm
 
 __all__ = ["clip_factor", "clip_global", "global_norm"]
 
@@ -46,10 +44,11 @@ def _partial_norm(g: np.ndarray, p: float) -> float:
 
 
 def _combine(parts: list[float], p: float) -> float:
+    # NumPy's max and min keep a NaN wherever it is (Python's do not).
     if p == math.inf:
-        return max(parts, default=0.0)
+        return float(np.max(parts)) if parts else 0.0
     if p == -math.inf:
-        return min(parts, default=math.inf)
+        return float(np.min(parts)) if parts else math.inf
     total = 0.0
     for part in parts:
         total += part
@@ -62,7 +61,7 @@ def global_norm(grads: list[np.ndarray], p: float) -> float:
     return total if p in (0, math.inf, -math.inf) else total ** (1 / p)
 
 
-def clip_factor(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any]) -> float | None:
+def clip_factor(rule: Any, grads: list[np.ndarray], where: list[Any]) -> float | None:
     """``ω/‖G‖ₚ`` when the norm of ``grads`` exceeds ω, else None; or a
     ``ValueError`` naming ``where[0]`` for a non-finite norm with ``throw``."""
     norm = global_norm(grads, rule.p)
@@ -76,7 +75,7 @@ def clip_factor(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any])
     return rule.omega / norm if norm > rule.omega else None
 
 
-def clip_global(rule: ClipGlobalNorm, grads: list[np.ndarray], where: list[Any]) -> list:
+def clip_global(rule: Any, grads: list[np.ndarray], where: list[Any]) -> list:
     """``grads`` scaled by ``min(ω/‖G‖ₚ, 1)`` (new arrays where scaled)."""
     factor = clip_factor(rule, grads, where)
     if factor is None:

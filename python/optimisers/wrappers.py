@@ -214,19 +214,22 @@ class Lookahead(_Wrapper):
 
     def sync(self, slow: np.ndarray, x: np.ndarray) -> None:
         """``slow ← slow + α(x − slow)``, in ``slow``'s dtype."""
-        step = x - slow
-        step *= slow.dtype.type(self.alpha)
-        slow += step
+        with np.errstate(all="ignore"):  # a NaN or inf propagates, as in the kernels
+            step = x - slow
+            step *= slow.dtype.type(self.alpha)
+            slow += step
 
     def apply(self, state: Any, x: np.ndarray, dx: np.ndarray) -> tuple[Any, Any]:
         slow, count, inner = state
         inner, update = self.rule.apply(inner, x, dx)
-        fast = x if update is None else (x - update).astype(x.dtype, copy=False)
+        with np.errstate(all="ignore"):
+            fast = x if update is None else (x - update).astype(x.dtype, copy=False)
         count += 1
         if count % self.k:
             return (slow, count, inner), update
         self.sync(slow, fast)
-        return (slow, count, inner), x - slow
+        with np.errstate(all="ignore"):
+            return (slow, count, inner), x - slow
 
 
 # ---------------------------------------------------------------------------
