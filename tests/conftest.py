@@ -66,6 +66,9 @@ _TABLE = [
     o.ClipGrad(),
     o.ClipNorm(),
     o.AccumGrad(3),
+    o.InvDecay(),
+    o.Yogi(),
+    o.NoisySGD(),
     # --- every rule at non-default settings
     o.Descent(0.5),
     o.Momentum(0.05, 0.5),
@@ -92,6 +95,9 @@ _TABLE = [
     o.ClipGrad(0.5),
     o.ClipNorm(1.0, 1, throw=False),
     o.AccumGrad(1),
+    o.InvDecay(0.5),
+    o.Yogi(0.05, (0.8, 0.99), 1e-3, initial_accumulator=1e-6),
+    o.NoisySGD(0.05, 0.01, 0.8, seed=2**63 + 12345),
     # --- ClipNorm with every kind of p, inside chains
     *(Chain(o.ClipNorm(0.5, p), o.Momentum(0.1)) for p in (2, 1, math.inf, -math.inf, 0, 3.5)),
     # --- the chains of Optimisers.jl's test/rules.jl
@@ -110,6 +116,11 @@ _TABLE = [
     Chain(o.AccumGrad(3), o.ClipNorm(0.5), o.Descent(0.5)),
     Chain(o.ClipNorm(1.0), o.AccumGrad(3), o.Nesterov(0.01)),
     Chain(o.AccumGrad(2), o.AccumGrad(3), o.Descent(0.5)),
+    # --- old Flux's chains: the decay before the momentum, after Adam
+    Chain(o.InvDecay(0.1), o.Momentum(0.1)),
+    Chain(o.Adam(0.01), o.InvDecay(0.1)),
+    # --- noise inside a chain, before and after other rules
+    Chain(o.ClipGrad(0.5), o.NoisySGD(0.1, seed=3), o.Momentum(0.1)),
     # --- empty, single and nested chains
     Chain(),
     Chain(o.Adam()),
