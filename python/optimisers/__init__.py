@@ -8,6 +8,7 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
 from ._core import get_num_threads, set_num_threads
 from .adjust import adjust, adjust_
 from .destructure import Restructure, destructure
+from .duplicated import Duplicated
 from .interface import Leaf, freeze_, setup, thaw_, update, update_
 from .keypath import KeyPath, getkeypath, haskeypath
 from .rules import (
@@ -39,6 +40,7 @@ from .rules import (
     WeightDecay,
     Yogi,
 )
+from .train import train_
 from .trainables import trainables
 from .tree import register
 
@@ -57,6 +59,7 @@ __all__ = [
     "ClipGrad",
     "ClipNorm",
     "Descent",
+    "Duplicated",
     "InvDecay",
     "KeyPath",
     "Leaf",
@@ -86,6 +89,7 @@ __all__ = [
     "set_num_threads",
     "setup",
     "thaw_",
+    "train_",
     "trainables",
     "update",
     "update_",

@@ -28,6 +28,7 @@ import numpy as np
 from . import _core, _kernel, _plan, tree
 from . import rules as _rules
 from . import views as _views
+from .duplicated import Duplicated
 from .keypath import KeyPath
 from .rules import AbstractRule, MixedPrecision
 
@@ -156,6 +157,8 @@ def setup(rule: AbstractRule, model: Any) -> Any:
     array) and ``None`` elsewhere."""
     if not isinstance(rule, AbstractRule):
         raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
+    if isinstance(model, Duplicated):
+        model = model.val
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
     with _rules._packed_states():
@@ -350,14 +353,26 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
 # update_ and update
 
 
-def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
+_NO_GRADIENT: Any = object()
+
+
+def update_(state: Any, model: Any, grad: Any = _NO_GRADIENT) -> Any:
     """One optimisation step, writing into the model's and the state's arrays.
 
     Returns ``(state, model)``: the same objects, except that a parameter that
     cannot be written (read-only) is replaced by a new array in a rebuilt model.
     After the first step on a state tree and model, a step is one call into
     Rust (see ``_plan.py``), with the same results as the general path.
+    ``update_(state, Duplicated(model, grad))`` takes the gradient from the
+    pair and returns ``None``.
     """
+    if isinstance(model, Duplicated):
+        if grad is not _NO_GRADIENT:
+            raise TypeError("update_(state, Duplicated(model, grad)) takes no other gradient")
+        update_(state, model.val, model.dval)
+        return None
+    if grad is _NO_GRADIENT:
+        raise TypeError("update_(state, model, grad) needs a gradient (or a Duplicated model)")
     if _plan.enabled:
         try:
             done = _plan.step_planned(state, model, grad)
