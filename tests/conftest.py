@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import optimisers as o
-from optimisers import _core
+from optimisers import _core, axon
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import oracle`
 
@@ -119,6 +119,21 @@ _TABLE = [
     # --- old Flux's chains: the decay before the momentum, after Adam
     Chain(o.InvDecay(0.1), o.Momentum(0.1)),
     Chain(o.Adam(0.01), o.InvDecay(0.1)),
+    # --- optimisers.axon, at defaults (yogi's and noisy_sgd's are Yogi() and
+    # NoisySGD() above) and with every option changed
+    *(f() for f in (axon.adam, axon.adamw, axon.adabelief, axon.adagrad, axon.radam)),
+    *(f() for f in (axon.rmsprop, axon.sgd)),
+    axon.adam(0.01, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-10),
+    axon.adamw(0.01, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-10, decay=0.1),
+    axon.adabelief(0.01, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10),
+    axon.adagrad(0.05, eps=1e-4),
+    axon.radam(0.01, b1=0.8, b2=0.9, eps=1e-6, eps_root=1e-10, threshold=4.5),
+    axon.rmsprop(0.05, decay=0.8, eps=1e-4, initial_scale=0.5),
+    axon.rmsprop(0.05, centered=True, momentum=0.5, initial_scale=0.5),
+    axon.rmsprop(0.05, momentum=0.7, nesterov=True),
+    axon.sgd(0.05, momentum=0.8),
+    axon.sgd(0.05, momentum=0.8, nesterov=True),
+    axon.yogi(0.05, initial_accumulator_value=1e-6, b1=0.8, b2=0.99, eps=1e-3, eps_root=1e-8),
     # --- noise inside a chain, before and after other rules
     Chain(o.ClipGrad(0.5), o.NoisySGD(0.1, seed=3), o.Momentum(0.1)),
     # --- empty, single and nested chains

@@ -208,6 +208,18 @@ def _init_noisysgd(rule, x):
     return (1, _leaf_number)
 
 
+def _init_axon_yogi(rule, x):
+    return _init_yogi(rule, x)
+
+
+def _init_axon_adagrad(rule, x):
+    return _onevalue(rule.initial_accumulator_value, x)
+
+
+def _init_axon_rmsprop(rule, x):
+    return (_onevalue(rule.initial_scale, x), _zero(x) if rule.centred else False)
+
+
 def _init_chain(rule, x):
     return tuple(_init_inner(r, x) for r in rule.rules)
 
@@ -245,6 +257,13 @@ _INIT = {
     "InvDecay": _init_invdecay,
     "Yogi": _init_yogi,
     "NoisySGD": _init_noisysgd,
+    "AxonAdam": _init_adam_like,
+    "AxonAdaBelief": _init_adam_like,
+    "AxonRAdam": _init_radam,
+    "AxonYogi": _init_axon_yogi,
+    "AxonAdaGrad": _init_axon_adagrad,
+    "AxonRMSProp": _init_axon_rmsprop,
+    "AxonTrace": _init_zero,
     "OptimiserChain": _init_chain,
     "AccumGrad": _init_accumgrad,
     "MixedPrecision": _init_mixed,
@@ -515,6 +534,80 @@ def _apply_noisysgd(rule, state, x, dx, T):
     return (t + 1, leaf), (dx + z * σ) * η
 
 
+# optimisers.axon's rules: Axon's formulas (FORMULAS.md §1.1), ϵᵣ inside the root.
+
+
+def _rooted(mt, vt, βt, ϵ, ϵr, T):
+    return mt / _bias(βt[0], T) / (np.sqrt(vt / _bias(βt[1], T) + ϵr) + ϵ)
+
+
+def _apply_axon_adam(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    mt, vt, βt = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(β[1] * vt + (T(1) - β[1]) * (dx * dx), T)
+    upd = _rooted(mt, vt, βt, ϵ, ϵr, T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_axon_adabelief(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    mt, st, βt = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    diff = dx - mt
+    st = _arr(β[1] * st + (T(1) - β[1]) * (diff * diff), T)
+    upd = _rooted(mt, st, βt, ϵ, ϵr, T) * η
+    return (mt, st, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_axon_radam(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    ρinf = T(2) / (T(1) - β[1]) - T(1)
+    mt, vt, βt, t = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(β[1] * vt + (T(1) - β[1]) * (dx * dx), T)
+    ρ = ρinf - T(2 * t) * βt[1] / (T(1) - βt[1])
+    if ρ >= T(rule.threshold):
+        num = (ρ - T(4)) * (ρ - T(2)) * ρinf
+        den = (ρinf - T(4)) * (ρinf - T(2)) * ρ
+        upd = _rooted(mt, vt, βt, ϵ, ϵr, T) * η * np.sqrt(num / den)
+    else:
+        upd = mt / _bias(βt[0], T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1]), t + 1), upd
+
+
+def _apply_axon_yogi(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    mt, vt, βt = state
+    dx2 = dx * dx
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(vt - (T(1) - β[1]) * _sign(vt - dx2) * dx2, T)
+    upd = _rooted(mt, vt, βt, ϵ, ϵr, T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_axon_adagrad(rule, s, x, dx, T):
+    η, ϵ = T(rule.eta), eps_value(T, rule.epsilon)
+    s = _arr(s + dx * dx, T)
+    return s, np.where(s > 0, dx * η / np.sqrt(s + ϵ), T(0)).astype(T)
+
+
+def _apply_axon_rmsprop(rule, state, x, dx, T):
+    η, ρ, ϵ = T(rule.eta), T(rule.rho), eps_value(T, rule.epsilon)
+    v, m = state
+    v = _arr(ρ * v + (T(1) - ρ) * (dx * dx), T)
+    if rule.centred:
+        m = _arr(ρ * m + (T(1) - ρ) * dx, T)
+        return (v, m), dx / np.sqrt(v - m * m + ϵ) * η
+    return (v, m), dx / np.sqrt(v + ϵ) * η
+
+
+def _apply_axon_trace(rule, b, x, dx, T):
+    μ = T(rule.mu)
+    b = _arr(μ * b + dx, T)
+    return b, (μ * b + dx if rule.nesterov else b)
+
+
 def _apply_weightdecay(rule, state, x, dx, T):
     λ = T(rule.lambda_)
     return state, dx + λ * x
@@ -596,6 +689,13 @@ _APPLY = {
     "InvDecay": _apply_invdecay,
     "Yogi": _apply_yogi,
     "NoisySGD": _apply_noisysgd,
+    "AxonAdam": _apply_axon_adam,
+    "AxonAdaBelief": _apply_axon_adabelief,
+    "AxonRAdam": _apply_axon_radam,
+    "AxonYogi": _apply_axon_yogi,
+    "AxonAdaGrad": _apply_axon_adagrad,
+    "AxonRMSProp": _apply_axon_rmsprop,
+    "AxonTrace": _apply_axon_trace,
     "WeightDecay": _apply_weightdecay,
     "SignDecay": _apply_signdecay,
     "ClipGrad": _apply_clipgrad,

@@ -5,6 +5,8 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
     state, model = optimisers.update_(state, model, grad)  # every step
 """
 
+# The seeds' other two systems, as submodules: optimisers.axon, optimisers.flux.
+from . import axon, flux  # noqa: F401
 from ._core import get_num_threads, set_num_threads
 from .adjust import adjust, adjust_
 from .destructure import Restructure, destructure

@@ -914,8 +914,6 @@ class Yogi(_Moments):
         _epsilon,
         Field("initial_accumulator", 0.0, _real, keyword_only=True),
     )
-    # ϵᵣ, inside the root: 0 here, set by ``optimisers.axon.yogi``.
-    _eps_root: ClassVar[float] = 0.0
 
     def init(self, x):
         m, v, powers = super().init(x)
@@ -925,7 +923,8 @@ class Yogi(_Moments):
         return (m, v, powers)
 
     def _hyper(self, dtype):
-        return (*super()._hyper(dtype), _cast(dtype, self._eps_root))
+        # The kernel's ϵᵣ, inside the root: 0 here (``optimisers.axon.yogi`` sets it).
+        return (*super()._hyper(dtype), 0.0)
 
 
 def _seed(rule: str, name: str, value: Any) -> int:

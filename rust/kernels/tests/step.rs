@@ -28,6 +28,14 @@ fn sample(kind: Kind) -> (Vec<f64>, Vec<f64>) {
         Kind::AccumGrad => (vec![1.0], vec![1.0]),
         Kind::InvDecay => (vec![0.1], vec![3.0]),
         Kind::NoisySGD => (vec![0.01, 0.1, 0.55, 7.0, 0.0], vec![3.0, 2.0]),
+        Kind::AxonAdam | Kind::AxonAdaBelief => (vec![0.01, 0.9, 0.999, 1e-8, 1e-15], powers),
+        Kind::AxonRAdam => (
+            vec![0.01, 0.9, 0.999, 1e-8, 1e-15, 5.0],
+            vec![0.9f64.powi(7), 0.999f64.powi(7), 7.0],
+        ),
+        Kind::AxonAdaGrad => (vec![0.01, 1e-7], vec![]),
+        Kind::AxonRMSProp | Kind::AxonRMSPropCentred => (vec![0.01, 0.9, 1e-8], vec![]),
+        Kind::AxonTrace => (vec![0.9, 1.0], vec![]),
         Kind::Yogi => (vec![0.01, 0.9, 0.999, 1e-3, 1e-12], vec![0.81, 0.998]),
     }
 }

@@ -31,6 +31,7 @@ pub mod adam;
 pub mod adamax;
 pub mod adamw;
 pub mod amsgrad;
+pub mod axon;
 pub mod clip_grad;
 pub mod descent;
 pub mod inv_decay;
@@ -251,6 +252,13 @@ mod names {
     pub use super::adamax as AdaMax;
     pub use super::adamw as AdamW;
     pub use super::amsgrad as AmsGrad;
+    pub use super::axon as AxonAdam;
+    pub use super::axon as AxonAdaBelief;
+    pub use super::axon as AxonRAdam;
+    pub use super::axon as AxonAdaGrad;
+    pub use super::axon as AxonRMSProp;
+    pub use super::axon as AxonRMSPropCentred;
+    pub use super::axon as AxonTrace;
     pub use super::clip_grad as ClipGrad;
     pub use super::descent as Descent;
     pub use super::inv_decay as InvDecay;
@@ -296,4 +304,11 @@ registry! {
     InvDecay => InvDecay, 0;
     Yogi => Yogi, 2;
     NoisySGD => NoisySgd, 0;
+    AxonAdam => AxonAdam, 2;
+    AxonAdaBelief => AxonAdaBelief, 2;
+    AxonRAdam => AxonRAdam, 2;
+    AxonAdaGrad => AxonAdaGrad, 1;
+    AxonRMSProp => AxonRMSProp, 1;
+    AxonRMSPropCentred => AxonRMSPropCentred, 2;
+    AxonTrace => AxonTrace, 1;
 }
