@@ -366,12 +366,10 @@ def update_(state: Any, model: Any, grad: Any = _NO_GRADIENT) -> Any:
     ``update_(state, Duplicated(model, grad))`` takes the gradient from the
     pair and returns ``None``.
     """
-    if isinstance(model, Duplicated):
-        if grad is not _NO_GRADIENT:
-            raise TypeError("update_(state, Duplicated(model, grad)) takes no other gradient")
-        update_(state, model.val, model.dval)
-        return None
-    if grad is _NO_GRADIENT:
+    if grad is _NO_GRADIENT:  # the usual path pays one identity test, no more
+        if isinstance(model, Duplicated):
+            update_(state, model.val, model.dval)
+            return None
         raise TypeError("update_(state, model, grad) needs a gradient (or a Duplicated model)")
     if _plan.enabled:
         try:
