@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import optimisers as o
-from optimisers import _core
+from optimisers import _core, axon
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import oracle`
 
@@ -79,6 +79,9 @@ _TABLE = [
     o.ClipGrad(),
     o.ClipNorm(),
     o.AccumGrad(3),
+    o.InvDecay(),
+    o.Yogi(),
+    o.NoisySGD(),
     # --- every rule at non-default settings
     o.Descent(0.5),
     o.Momentum(0.05, 0.5),
@@ -105,6 +108,9 @@ _TABLE = [
     o.ClipGrad(0.5),
     o.ClipNorm(1.0, 1, throw=False),
     o.AccumGrad(1),
+    o.InvDecay(0.5),
+    o.Yogi(0.05, (0.8, 0.99), 1e-3, initial_accumulator=1e-6),
+    o.NoisySGD(0.05, 0.01, 0.8, seed=2**63 + 12345),
     # --- ClipNorm with every kind of p, inside chains
     *(Chain(o.ClipNorm(0.5, p), o.Momentum(0.1)) for p in (2, 1, math.inf, -math.inf, 0, 3.5)),
     # --- the chains of Optimisers.jl's test/rules.jl
@@ -123,6 +129,26 @@ _TABLE = [
     Chain(o.AccumGrad(3), o.ClipNorm(0.5), o.Descent(0.5)),
     Chain(o.ClipNorm(1.0), o.AccumGrad(3), o.Nesterov(0.01)),
     Chain(o.AccumGrad(2), o.AccumGrad(3), o.Descent(0.5)),
+    # --- old Flux's chains: the decay before the momentum, after Adam
+    Chain(o.InvDecay(0.1), o.Momentum(0.1)),
+    Chain(o.Adam(0.01), o.InvDecay(0.1)),
+    # --- optimisers.axon, at defaults (yogi's and noisy_sgd's are Yogi() and
+    # NoisySGD() above) and with every option changed
+    *(f() for f in (axon.adam, axon.adamw, axon.adabelief, axon.adagrad, axon.radam)),
+    *(f() for f in (axon.rmsprop, axon.sgd)),
+    axon.adam(0.01, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-10),
+    axon.adamw(0.01, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-10, decay=0.1),
+    axon.adabelief(0.01, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10),
+    axon.adagrad(0.05, eps=1e-4),
+    axon.radam(0.01, b1=0.8, b2=0.9, eps=1e-6, eps_root=1e-10, threshold=4.5),
+    axon.rmsprop(0.05, decay=0.8, eps=1e-4, initial_scale=0.5),
+    axon.rmsprop(0.05, centered=True, momentum=0.5, initial_scale=0.5),
+    axon.rmsprop(0.05, momentum=0.7, nesterov=True),
+    axon.sgd(0.05, momentum=0.8),
+    axon.sgd(0.05, momentum=0.8, nesterov=True),
+    axon.yogi(0.05, initial_accumulator_value=1e-6, b1=0.8, b2=0.99, eps=1e-3, eps_root=1e-8),
+    # --- noise inside a chain, before and after other rules
+    Chain(o.ClipGrad(0.5), o.NoisySGD(0.1, seed=3), o.Momentum(0.1)),
     # --- empty, single and nested chains
     Chain(),
     Chain(o.Adam()),

@@ -199,8 +199,37 @@ def _init_amsgrad(rule, x):
     )
 
 
+def _init_invdecay(rule, x):
+    return 0
+
+
+def _init_yogi(rule, x):
+    T = _T(x)
+    return (
+        _onevalue(rule.initial_accumulator, x),
+        _onevalue(rule.initial_accumulator, x),
+        _pair(T, rule.beta),
+    )
+
+
+def _init_noisysgd(rule, x):
+    return (1, _leaf_number)
+
+
+def _init_axon_yogi(rule, x):
+    return _init_yogi(rule, x)
+
+
+def _init_axon_adagrad(rule, x):
+    return _onevalue(rule.initial_accumulator_value, x)
+
+
+def _init_axon_rmsprop(rule, x):
+    return (_onevalue(rule.initial_scale, x), _zero(x) if rule.centred else False)
+
+
 def _init_chain(rule, x):
-    return tuple(init(r, x) for r in rule.rules)
+    return tuple(_init_inner(r, x) for r in rule.rules)
 
 
 def _init_accumgrad(rule, x):
@@ -209,19 +238,19 @@ def _init_accumgrad(rule, x):
 
 def _init_mixed(rule, x):
     xT = np.asarray(x).astype(rule.dtype)
-    return (xT, init(rule.rule, xT))
+    return (xT, _init_inner(rule.rule, xT))
 
 
 def _init_scheduled(rule, x):
-    return (0, init(rule.rule, x))
+    return (0, _init_inner(rule.rule, x))
 
 
 def _init_skip(rule, x):
-    return (0, 0, init(rule.rule, x))
+    return (0, 0, _init_inner(rule.rule, x))
 
 
 def _init_lookahead(rule, x):
-    return (np.array(x, copy=True), 0, init(rule.rule, x))
+    return (np.array(x, copy=True), 0, _init_inner(rule.rule, x))
 
 
 _INIT = {
@@ -245,6 +274,16 @@ _INIT = {
     "AdaGrad": _init_adagrad,
     "AdaDelta": _init_adadelta,
     "AMSGrad": _init_amsgrad,
+    "InvDecay": _init_invdecay,
+    "Yogi": _init_yogi,
+    "NoisySGD": _init_noisysgd,
+    "AxonAdam": _init_adam_like,
+    "AxonAdaBelief": _init_adam_like,
+    "AxonRAdam": _init_radam,
+    "AxonYogi": _init_axon_yogi,
+    "AxonAdaGrad": _init_axon_adagrad,
+    "AxonRMSProp": _init_axon_rmsprop,
+    "AxonTrace": _init_zero,
     "OptimiserChain": _init_chain,
     "AccumGrad": _init_accumgrad,
     "MixedPrecision": _init_mixed,
@@ -255,15 +294,25 @@ _INIT = {
 }
 
 
-def init(rule, x: np.ndarray):
-    """The initial optimiser state of ``rule`` for the parameter array ``x``."""
+_leaf_number = 0  # the number ``setup`` gives the leaf being initialised
+
+
+def init(rule, x: np.ndarray, leaf: int = 0):
+    """The initial optimiser state of ``rule`` for the parameter array ``x``,
+    the ``leaf``-th of its model in ``setup``'s order (NoisySGD keeps it)."""
+    global _leaf_number
+    _leaf_number = leaf
+    with np.errstate(all="ignore"):
+        return _init_inner(rule, np.asarray(x))
+
+
+def _init_inner(rule, x):
     name = type(rule).__name__
     try:
         f = _INIT[name]
     except KeyError:
         raise TypeError(f"oracle: unknown rule {name}") from None
-    with np.errstate(all="ignore"):
-        return f(rule, np.asarray(x))
+    return f(rule, x)
 
 
 # ---------------------------------------------------------------------------
@@ -426,6 +475,163 @@ def _apply_adabelief(rule, state, x, dx, T):
     return (mt, st, (βt[0] * β[0], βt[1] * β[1])), upd
 
 
+def _apply_invdecay(rule, n, x, dx, T):
+    # old Flux: the factor 1/(1 + γn) with n from 0, so the first step is undecayed
+    factor = T(1) / (T(1) + T(rule.gamma) * T(n))
+    return n + 1, dx * factor
+
+
+def _apply_yogi(rule, state, x, dx, T):
+    η, β, ϵ = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon)
+    mt, vt, βt = state
+    dx2 = dx * dx
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(vt - (T(1) - β[1]) * _sign(vt - dx2) * dx2, T)
+    upd = mt / _bias(βt[0], T) / (np.sqrt(vt / _bias(βt[1], T)) + ϵ) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+_CHACHA_CONSTANTS = (0x61707865, 0x3320646E, 0x79622D32, 0x6B206574)
+
+
+def _rotl(v, n):
+    return (v << np.uint32(n)) | (v >> np.uint32(32 - n))
+
+
+def _quarter(w, a, b, c, d):
+    w[a] += w[b]
+    w[d] = _rotl(w[d] ^ w[a], 16)
+    w[c] += w[d]
+    w[b] = _rotl(w[b] ^ w[c], 12)
+    w[a] += w[b]
+    w[d] = _rotl(w[d] ^ w[a], 8)
+    w[c] += w[d]
+    w[b] = _rotl(w[b] ^ w[c], 7)
+
+
+def chacha8_blocks(key: bytes, stream: int, blocks: np.ndarray) -> np.ndarray:
+    """ChaCha with 8 rounds (Bernstein's layout: 64-bit block counter in words
+    12-13, 64-bit stream in 14-15): the 16 output words of each block number in
+    ``blocks``, shape ``(len(blocks), 16)``."""
+    blocks = np.asarray(blocks, dtype=np.uint64)
+    key_words = np.frombuffer(key, dtype="<u4")
+    init = np.empty((16, blocks.size), dtype=np.uint32)
+    init[0:4] = np.array(_CHACHA_CONSTANTS, dtype=np.uint32)[:, None]
+    init[4:12] = key_words[:, None]
+    init[12] = (blocks & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    init[13] = (blocks >> np.uint64(32)).astype(np.uint32)
+    init[14] = np.uint32(stream & 0xFFFFFFFF)
+    init[15] = np.uint32(stream >> 32)
+    w = init.copy()
+    for _ in range(4):  # double rounds: columns, then diagonals
+        _quarter(w, 0, 4, 8, 12)
+        _quarter(w, 1, 5, 9, 13)
+        _quarter(w, 2, 6, 10, 14)
+        _quarter(w, 3, 7, 11, 15)
+        _quarter(w, 0, 5, 10, 15)
+        _quarter(w, 1, 6, 11, 12)
+        _quarter(w, 2, 7, 8, 13)
+        _quarter(w, 3, 4, 9, 14)
+    return (w + init).T
+
+
+def noisysgd_normals(seed: int, leaf: int, t: int, n: int) -> np.ndarray:
+    """The standard normal variates of NoisySGD for elements 0..n of a leaf at
+    step t: element i reads words 4i..4i+3 of ChaCha8 keyed by seed ‖ leaf, on
+    stream t, as two u64s for Box-Muller (the cosine branch)."""
+    key = seed.to_bytes(8, "little") + leaf.to_bytes(8, "little") + bytes(16)
+    words = chacha8_blocks(key, t, np.arange((n + 3) // 4)).reshape(-1)[: 4 * n]
+    words = words.astype(np.uint64).reshape(n, 4)
+    a = words[:, 0] | (words[:, 1] << np.uint64(32))
+    b = words[:, 2] | (words[:, 3] << np.uint64(32))
+    unit = 2.0**-53
+    u1 = ((a >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * unit
+    u2 = (b >> np.uint64(11)).astype(np.float64) * unit
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2 * math.pi * u2)
+
+
+def _apply_noisysgd(rule, state, x, dx, T):
+    t, leaf = state
+    η, variance, γ = T(rule.eta), T(rule.variance), T(rule.gamma)
+    σ = T(math.sqrt(float(variance) / float(t) ** float(γ)))
+    z = noisysgd_normals(rule.seed, leaf, t, dx.size).astype(T).reshape(dx.shape)
+    return (t + 1, leaf), (dx + z * σ) * η
+
+
+# optimisers.axon's rules: Axon's formulas (FORMULAS.md §1.1), ϵᵣ inside the root.
+
+
+def _rooted(mt, vt, βt, ϵ, ϵr, T):
+    return mt / _bias(βt[0], T) / (np.sqrt(vt / _bias(βt[1], T) + ϵr) + ϵ)
+
+
+def _apply_axon_adam(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    mt, vt, βt = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(β[1] * vt + (T(1) - β[1]) * (dx * dx), T)
+    upd = _rooted(mt, vt, βt, ϵ, ϵr, T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_axon_adabelief(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    mt, st, βt = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    diff = dx - mt
+    st = _arr(β[1] * st + (T(1) - β[1]) * (diff * diff), T)
+    upd = _rooted(mt, st, βt, ϵ, ϵr, T) * η
+    return (mt, st, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_axon_radam(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    ρinf = T(2) / (T(1) - β[1]) - T(1)
+    mt, vt, βt, t = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(β[1] * vt + (T(1) - β[1]) * (dx * dx), T)
+    ρ = ρinf - T(2 * t) * βt[1] / (T(1) - βt[1])
+    if ρ >= T(rule.threshold):
+        num = (ρ - T(4)) * (ρ - T(2)) * ρinf
+        den = (ρinf - T(4)) * (ρinf - T(2)) * ρ
+        upd = _rooted(mt, vt, βt, ϵ, ϵr, T) * η * np.sqrt(num / den)
+    else:
+        upd = mt / _bias(βt[0], T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1]), t + 1), upd
+
+
+def _apply_axon_yogi(rule, state, x, dx, T):
+    η, β, ϵ, ϵr = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.eps_root)
+    mt, vt, βt = state
+    dx2 = dx * dx
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(vt - (T(1) - β[1]) * _sign(vt - dx2) * dx2, T)
+    upd = _rooted(mt, vt, βt, ϵ, ϵr, T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_axon_adagrad(rule, s, x, dx, T):
+    η, ϵ = T(rule.eta), eps_value(T, rule.epsilon)
+    s = _arr(s + dx * dx, T)
+    return s, np.where(s > 0, dx * η / np.sqrt(s + ϵ), T(0)).astype(T)
+
+
+def _apply_axon_rmsprop(rule, state, x, dx, T):
+    η, ρ, ϵ = T(rule.eta), T(rule.rho), eps_value(T, rule.epsilon)
+    v, m = state
+    v = _arr(ρ * v + (T(1) - ρ) * (dx * dx), T)
+    if rule.centred:
+        m = _arr(ρ * m + (T(1) - ρ) * dx, T)
+        return (v, m), dx / np.sqrt(v - m * m + ϵ) * η
+    return (v, m), dx / np.sqrt(v + ϵ) * η
+
+
+def _apply_axon_trace(rule, b, x, dx, T):
+    μ = T(rule.mu)
+    b = _arr(μ * b + dx, T)
+    return b, (μ * b + dx if rule.nesterov else b)
+
+
 def _apply_weightdecay(rule, state, x, dx, T):
     λ = T(rule.lambda_)
     return state, dx + λ * x
@@ -576,6 +782,16 @@ _APPLY = {
     "NAdam": _apply_nadam,
     "AdamW": _apply_adamw,
     "AdaBelief": _apply_adabelief,
+    "InvDecay": _apply_invdecay,
+    "Yogi": _apply_yogi,
+    "NoisySGD": _apply_noisysgd,
+    "AxonAdam": _apply_axon_adam,
+    "AxonAdaBelief": _apply_axon_adabelief,
+    "AxonRAdam": _apply_axon_radam,
+    "AxonYogi": _apply_axon_yogi,
+    "AxonAdaGrad": _apply_axon_adagrad,
+    "AxonRMSProp": _apply_axon_rmsprop,
+    "AxonTrace": _apply_axon_trace,
     "WeightDecay": _apply_weightdecay,
     "SignDecay": _apply_signdecay,
     "ClipGrad": _apply_clipgrad,

@@ -130,6 +130,22 @@ class ClipNorm:
         self.omega, self.p, self.throw = float(omega), float(p), throw
 
 
+class InvDecay:
+    def __init__(self, gamma=0.001):
+        self.gamma = gamma
+
+
+class Yogi:
+    def __init__(self, eta=0.01, beta=(0.9, 0.999), epsilon=1e-8, initial_accumulator=0.0):
+        self.eta, self.beta, self.epsilon = eta, tuple(beta), epsilon
+        self.initial_accumulator = initial_accumulator
+
+
+class NoisySGD:
+    def __init__(self, eta=0.01, variance=0.1, gamma=0.55, seed=0):
+        self.eta, self.variance, self.gamma, self.seed = eta, variance, gamma, seed
+
+
 class OptimiserChain:
     def __init__(self, *rules):
         self.rules = tuple(rules)
@@ -185,6 +201,9 @@ def all_rules():
         OAdam(),
         AdaBelief(),
         Lion(),
+        InvDecay(0.5),
+        Yogi(initial_accumulator=1e-6),
+        NoisySGD(seed=5),
         MixedPrecision(np.float64, Adam()),
         OptimiserChain(SignDecay(0.001), Adam(0.001)),
         OptimiserChain(ClipNorm(), Adam(0.001)),
@@ -420,6 +439,40 @@ def test_radam_branches():
     assert ρ5 > 4 and ρinf - 2 * 4 * 0.999**4 / (1 - 0.999**4) <= 4
     r = math.sqrt((ρ5 - 4) * (ρ5 - 2) * ρinf / ((ρinf - 4) * (ρinf - 2) * ρ5))
     np.testing.assert_allclose(xs[4], xs[3] - 0.1 * r, rtol=1e-9)
+
+
+def test_invdecay_first_step_is_undecayed():
+    # old Flux 0.4-0.6: the t-th step is scaled by 1/(1 + γ(t-1))
+    x = np.zeros(2)
+    _, xs = oracle.trajectory(InvDecay(0.5), x, [np.ones(2)] * 3)
+    np.testing.assert_allclose([v[0] for v in xs], [-1.0, -1.0 - 1 / 1.5, -1.0 - 1 / 1.5 - 1 / 2.0])
+
+
+def test_chacha8_matches_the_published_keystream():
+    """ChaCha8's keystream for the zero key and nonce, as published with the
+    cipher (its first 16 bytes)."""
+    words = oracle.chacha8_blocks(bytes(32), 0, [0])[0]
+    first = words.astype("<u4").tobytes()[:16].hex()
+    assert first == "3e00ef2f895f40d67f5bb8e81f09a5a1"
+
+
+def test_noisysgd_normals_are_standard():
+    z = oracle.noisysgd_normals(0, 0, 1, 200_000)
+    assert abs(z.mean()) < 0.01 and abs(z.var() - 1) < 0.01
+
+
+def test_yogi_by_hand():
+    """Two steps worked by hand, with a gradient equal to the root of v (sign 0)."""
+    eta, b1, b2, eps = 0.1, 0.5, 0.75, 1e-3
+    rule = Yogi(eta, (b1, b2), eps, initial_accumulator=4.0)
+    x = np.array([0.0, 0.0, 0.0])
+    g = np.array([2.0, 1.0, 3.0])  # g² = v, below v, above v
+    state, xs = oracle.trajectory(rule, x, [g])
+    m = 0.5 * 4.0 + 0.5 * g
+    v = 4.0 - 0.25 * np.array([0.0, 1.0, -1.0]) * g**2
+    assert np.array_equal(state[0][1], v)
+    expected = -(m / (1 - b1) / (np.sqrt(v / (1 - b2)) + eps) * eta)
+    np.testing.assert_allclose(xs[0], expected, rtol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

@@ -47,6 +47,9 @@ SPEC = {
     "ClipGrad": ([("delta", 10.0)], []),
     "ClipNorm": ([("omega", 10.0), ("p", 2.0)], [("throw", True)]),
     "ClipGlobalNorm": ([("omega", 10.0), ("p", 2.0)], [("throw", True)]),
+    "InvDecay": ([("gamma", 0.001)], []),
+    "NoisySGD": ([("eta", 0.01), ("variance", 0.1), ("gamma", 0.55)], [("seed", 0)]),
+    "Yogi": ([("eta", 0.01), ("beta", _BETA), ("epsilon", 1e-8)], [("initial_accumulator", 0.0)]),
 }
 NAMES = list(SPEC)
 # Rules made of rules, tested on their own below and in test_whole_tree.py.
@@ -69,6 +72,8 @@ def other_value(value):
         return not value
     if isinstance(value, tuple):
         return tuple(other_value(v) for v in value)
+    if isinstance(value, int):  # NoisySGD's seed
+        return value + 3
     return value / 4 if value else 0.25
 
 

@@ -5,12 +5,14 @@ SIMD Rust kernel on NumPy arrays, under a thin layer that walks the model tree.
     state, model = optimisers.update_(state, model, grad)  # every step
 """
 
-from . import schedules
+# The seeds' other two systems, as submodules: optimisers.axon, optimisers.flux.
+from . import axon, flux, schedules  # noqa: F401
 from ._core import get_num_threads
 from ._kernel import set_num_threads
 from .adjust import adjust, adjust_
 from .checkpoint import load, load_state_dict, save, state_dict
 from .destructure import Restructure, destructure
+from .duplicated import Duplicated
 from .ema import ema, ema_
 from .interface import Leaf, freeze_, setup, thaw_, update, update_
 from .keypath import KeyPath, getkeypath, haskeypath
@@ -29,11 +31,13 @@ from .rules import (
     ClipGrad,
     ClipNorm,
     Descent,
+    InvDecay,
     Lion,
     MixedPrecision,
     Momentum,
     NAdam,
     Nesterov,
+    NoisySGD,
     OAdam,
     OptimiserChain,
     RAdam,
@@ -41,7 +45,9 @@ from .rules import (
     Rprop,
     SignDecay,
     WeightDecay,
+    Yogi,
 )
+from .train import train_
 from .trainables import trainables
 from .tree import register
 from .wrappers import ClipGlobalNorm, Lookahead, Scheduled, SkipNonFinite
@@ -62,6 +68,8 @@ __all__ = [
     "ClipGrad",
     "ClipNorm",
     "Descent",
+    "Duplicated",
+    "InvDecay",
     "KeyPath",
     "Leaf",
     "Lion",
@@ -70,6 +78,7 @@ __all__ = [
     "Momentum",
     "NAdam",
     "Nesterov",
+    "NoisySGD",
     "OAdam",
     "Optimiser",
     "OptimiserChain",
@@ -82,6 +91,7 @@ __all__ = [
     "SignDecay",
     "SkipNonFinite",
     "WeightDecay",
+    "Yogi",
     "adjust",
     "adjust_",
     "destructure",
@@ -100,6 +110,7 @@ __all__ = [
     "setup",
     "state_dict",
     "thaw_",
+    "train_",
     "trainables",
     "update",
     "update_",

@@ -43,10 +43,12 @@ class _Packed:
     def __init__(self) -> None:
         self.slots: list[_Blocks] = []
         self.slot = 0  # the slot of the current leaf's next state array
+        self.leaf = -1  # the current leaf's number, from 0 in setup's order
 
     def next_leaf(self) -> None:
         """The arrays taken from now on are the next leaf's."""
         self.slot = 0
+        self.leaf += 1
 
     def take(self, x: np.ndarray) -> np.ndarray:
         """An uninitialised array like ``x``, in the blocks of its slot."""
@@ -93,6 +95,13 @@ def next_leaf() -> None:
     packed = _packing.get()
     if packed is not None:
         packed.next_leaf()
+
+
+def leaf_number() -> int:
+    """The number of the leaf being set up, from 0 in ``setup``'s order (0
+    outside ``setup``)."""
+    packed = _packing.get()
+    return max(packed.leaf, 0) if packed is not None else 0
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import axon as _axon
 from . import rules as _rules
 from . import schedules as _schedules
 from . import tree
@@ -85,10 +86,10 @@ def _value_data(v: Any, where: str) -> Any:
 
 
 def _rule_classes() -> dict[str, type]:
-    """The built-in rules by name: those of ``rules`` and ``wrappers``."""
+    """The built-in rules by name: those of ``rules``, ``wrappers`` and ``axon``."""
     return {
         name: obj
-        for module in (_rules, _wrappers)
+        for module in (_rules, _wrappers, _axon)
         for name, obj in vars(module).items()
         if isinstance(obj, type) and issubclass(obj, _Rule) and not name.startswith("_")
     }

@@ -31,6 +31,7 @@ from ._errors import ArgumentError as ArgumentError  # where it lived before _er
 from ._errors import norm_error, too_deep, walks_models
 from ._gradients import as_gradient, children_of_grad
 from ._leaf import Leaf, leaves_under
+from .duplicated import Duplicated
 from .keypath import KeyPath
 from .rules import AbstractRule, MixedPrecision, _is_builtin, check_dtype, runs_in_kernel
 
@@ -53,6 +54,8 @@ def setup(rule: AbstractRule | Callable[..., AbstractRule], model: Any, path: bo
         if not callable(rule):
             raise TypeError(f"setup expects an optimisation rule first, got {rule!r}")
         rule = whole_tree.Chooser(rule, path)  # type: ignore[assignment]
+    if isinstance(model, Duplicated):
+        model = model.val
     cache: dict[int, Leaf] = {}
     ties = _views.find_ties(_views.walk_parameters(model))
     with _alloc.packed_states():
@@ -168,14 +171,24 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
 # update_ and update
 
 
-def update_(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
+_NO_GRADIENT: Any = object()
+
+
+def update_(state: Any, model: Any, grad: Any = _NO_GRADIENT) -> Any:
     """One optimisation step, writing into the model's and the state's arrays.
 
     Returns ``(state, model)``: the same objects, except that a parameter that
     cannot be written (read-only) is replaced by a new array in a rebuilt model.
     After the first step on a state tree and model, a step is one call into
     Rust (see ``_plan.py``), with the same results as the general path.
+    ``update_(state, Duplicated(model, grad))`` takes the gradient from the
+    pair and returns ``None``.
     """
+    if grad is _NO_GRADIENT:  # the usual path pays one identity test, no more
+        if isinstance(model, Duplicated):
+            update_(state, model.val, model.dval)
+            return None
+        raise TypeError("update_(state, model, grad) needs a gradient (or a Duplicated model)")
     if _plan.enabled:
         try:
             done = _plan.step_planned(state, model, grad)

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 
-from . import _core, _kernel
+from . import _alloc, _core, _kernel
 from ._alloc import full as _full
 from ._alloc import zeros as _zeros
 from ._errors import ArgumentError
@@ -38,11 +38,13 @@ __all__ = [
     "ClipGrad",
     "ClipNorm",
     "Descent",
+    "InvDecay",
     "Lion",
     "MixedPrecision",
     "Momentum",
     "NAdam",
     "Nesterov",
+    "NoisySGD",
     "OAdam",
     "OptimiserChain",
     "RAdam",
@@ -50,6 +52,7 @@ __all__ = [
     "Rprop",
     "SignDecay",
     "WeightDecay",
+    "Yogi",
 ]
 
 
@@ -793,3 +796,110 @@ def check_used(fields: dict[str, Any], used: set[str], where: str = "") -> None:
         raise ArgumentError(
             f"adjust: no rule {where or 'given'} has the field(s) {', '.join(map(repr, unused))}"
         )
+
+
+# ---------------------------------------------------------------------------
+# Round two: rules from the seeds' other systems (Axon, old Flux).
+
+
+def _count(rule: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{rule}: {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+class InvDecay(_Rule):
+    """Old Flux's inverse decay with rate γ (``gamma``): the update is
+    ``dx / (1 + γ n)``, then ``n += 1``. ``n`` starts at 0, so the first step is
+    not decayed (Flux 0.4-0.6; Flux 0.7's ``InvDecay`` started at 1). State ``n``."""
+
+    _fields = (Field("gamma", 0.001, _nonneg),)
+
+    def init(self, x):
+        return 0
+
+    def _kernel(self, dtype):
+        return [("InvDecay", (_cast(dtype, self.gamma),))]
+
+    def _per_leaf(self, state):
+        return [float(state)]
+
+    def _with_per_leaf(self, state, values):
+        return int(values[0])
+
+
+class Yogi(_Moments):
+    """Yogi (Zaheer et al. 2018): η (``eta``), β (``beta``), ϵ (``epsilon``), and
+    ``initial_accumulator``, the starting value of both moments.
+
+    ``m = β₁ m + (1-β₁) dx``; ``v = v - (1-β₂) sign(v - dx²) dx²`` (``sign(0) = 0``);
+    the update is ``η m̂ / (√v̂ + ϵ)`` with Adam's bias corrections (as Axon and
+    optax apply them, although the moments do not start at 0). State as ``Adam``:
+    ``(m, v, (β₁ᵗ, β₂ᵗ))``.
+    """
+
+    _kernel_name = "Yogi"
+    _fields = (
+        Field("eta", 0.01, _nonneg),
+        _beta,
+        _epsilon,
+        Field("initial_accumulator", 0.0, _real, keyword_only=True),
+    )
+
+    def init(self, x):
+        m, v, powers = super().init(x)
+        if self.initial_accumulator != 0:
+            m.fill(self.initial_accumulator)
+            v.fill(self.initial_accumulator)
+        return (m, v, powers)
+
+    def _hyper(self, dtype):
+        # The kernel's ϵᵣ, inside the root: 0 here (``optimisers.axon.yogi`` sets it).
+        return (*super()._hyper(dtype), 0.0)
+
+
+def _seed(rule: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{rule}: {name} must be an integer, got {value!r}")
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{rule}: {name} must be in [0, 2**64), got {value}")
+    return int(value)
+
+
+class NoisySGD(_Rule):
+    """Gradient descent with annealed Gaussian noise (Neelakantan et al. 2015,
+    optax's ``noisy_sgd``): learning rate η (``eta``), ``variance`` and its decay
+    γ (``gamma``), and the generator's ``seed``.
+
+    The update is ``η (dx + ξ)``, ``ξ ~ N(0, variance / tᵞ)`` for each element,
+    ``t`` this leaf's step from 1. The noise is a pure function of the seed, the
+    leaf, ``t`` and the element's index (in C order): ChaCha8 keyed by the seed
+    and the leaf's number, on stream ``t`` (``rust/kernels/src/rules/noisy_sgd.rs``).
+    The leaf's number is its place in ``setup``'s walk of the model (0, 1, …;
+    0 for ``init`` called outside ``setup``), drawn once and kept in the state,
+    so a step gives the same bits for any thread count, for ``update`` and
+    ``update_``, and after a checkpoint is resumed. Leaves of one ``setup`` get
+    independent streams; give separate ``setup`` calls different seeds.
+    State ``(t, leaf)``.
+    """
+
+    _fields = (
+        Field("eta", 0.01, _nonneg),
+        Field("variance", 0.1, _nonneg),
+        Field("gamma", 0.55, _real),
+        Field("seed", 0, _seed, keyword_only=True),
+    )
+
+    def init(self, x):
+        return (1, _alloc.leaf_number())
+
+    def _kernel(self, dtype):
+        hyper = tuple(_cast(dtype, v) for v in (self.eta, self.variance, self.gamma))
+        seed = (float(self.seed & 0xFFFFFFFF), float(self.seed >> 32))
+        return [("NoisySGD", (*hyper, *seed))]
+
+    def _per_leaf(self, state):
+        return [float(state[0]), float(state[1])]
+
+    def _with_per_leaf(self, state, values):
+        return (int(values[0]), int(values[1]))

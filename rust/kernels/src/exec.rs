@@ -406,6 +406,7 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                 // A norm that can fail was taken first, one that cannot is the task's.
                 norm: self.plans.norm(j, 0).filter(|clip| !clip.throw).copied(),
                 x: &mut *job.x,
+                offset: 0,
                 grad: job.grad,
                 tmp: &mut [],
                 update: match output {
@@ -613,6 +614,8 @@ pub(crate) struct Task<'s, 't, T> {
     /// A norm of the input to take first, for `scale` (see `Stages::one_pass`).
     norm: Option<ClipNorm>,
     x: &'s mut [T],
+    /// The index in its leaf of the task's first element.
+    offset: usize,
     grad: &'s [T],
     /// The job's materialised update for this range (empty when unused).
     tmp: &'s mut [T],
@@ -658,6 +661,8 @@ struct Piece<'t, T> {
     job: usize,
     states: usize,
     x: &'t mut [T],
+    /// The index in its leaf of the piece's first element.
+    offset: usize,
     grad: &'t [T],
     tmp: &'t mut [T],
     update: &'t mut [T],
@@ -701,6 +706,7 @@ fn run_pass<T: Float>(
             job: j,
             states: job.states.len(),
             x: &mut *job.x,
+            offset: 0,
             grad: job.grad,
             tmp,
             update,
@@ -717,6 +723,7 @@ fn run_pass<T: Float>(
             ops: pass.ops,
             norm: None,
             x: piece.x,
+            offset: piece.offset,
             grad: piece.grad,
             tmp: piece.tmp,
             update: piece.update,
@@ -778,6 +785,7 @@ fn cut<'t, T>(
             job,
             states: rest.len(),
             x: x_here,
+            offset: start,
             grad: g_here,
             tmp: t_here,
             update: u_here,
@@ -908,11 +916,11 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
                 prefetch_ahead(&part, input, task.x, task.states);
                 let d = &mut dx[part.start - range.start..part.end - range.start];
                 let x = &mut task.x[part.clone()];
-                run_ops(body, last, x, d, task.states, &part);
+                run_ops(body, last, x, d, task.states, &part, task.offset);
             }
         } else {
             let x = &mut task.x[range.clone()];
-            run_ops(body, last, x, dx, task.states, &range);
+            run_ops(body, last, x, dx, task.states, &range, task.offset);
         }
         match task.output {
             Output::X if last.is_none() => {
@@ -931,7 +939,7 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
 
 /// The rules of `body` over the stretch `range` of a task, each rewriting the
 /// block `d` (its gradient to begin with); then `last`, if given, from `d`
-/// straight into `x`.
+/// straight into `x`. The task starts at element `offset` of its leaf.
 #[inline(always)]
 fn run_ops<T: Float>(
     body: &[BoundOp<T>],
@@ -940,13 +948,16 @@ fn run_ops<T: Float>(
     d: &mut [T],
     states: &mut [&mut [T]],
     range: &Range<usize>,
+    offset: usize,
 ) {
+    let at = offset + range.start;
     for op in body {
-        op.rule.apply(x, d, &mut states[op.states.clone()], range);
+        op.rule
+            .apply(x, d, &mut states[op.states.clone()], range, at);
     }
     if let Some(op) = last {
-        op.rule
-            .descend(x, d, &mut states[op.states.clone()], range, &Nothing::NONE);
+        let states = &mut states[op.states.clone()];
+        op.rule.descend(x, d, states, range, &Nothing::NONE, at);
     }
 }
 
@@ -966,14 +977,21 @@ fn straight_to_x<T: Float, P: Before<T>>(
     let states = &mut task.states[last.states.clone()];
     let len = task.x.len();
     if !task.prefetch {
-        last.rule.descend(task.x, input, states, &(0..len), before);
+        last.rule
+            .descend(task.x, input, states, &(0..len), before, task.offset);
         return;
     }
     for part in prefetch_slices(0..len) {
         prefetch_ahead(&part, input, task.x, states);
         let x = &mut task.x[part.clone()];
-        last.rule
-            .descend(x, &input[part.clone()], states, &part, before);
+        last.rule.descend(
+            x,
+            &input[part.clone()],
+            states,
+            &part,
+            before,
+            task.offset + part.start,
+        );
     }
 }
 

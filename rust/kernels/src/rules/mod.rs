@@ -31,12 +31,15 @@ pub mod adam;
 pub mod adamax;
 pub mod adamw;
 pub mod amsgrad;
+pub mod axon;
 pub mod clip_grad;
 pub mod descent;
+pub mod inv_decay;
 pub mod lion;
 pub mod momentum;
 pub mod nadam;
 pub mod nesterov;
+pub mod noisy_sgd;
 pub mod oadam;
 pub mod prelude;
 pub mod radam;
@@ -44,6 +47,7 @@ pub mod rmsprop;
 pub mod rprop;
 pub mod sign_decay;
 pub mod weight_decay;
+pub mod yogi;
 
 pub trait Rule<T: Float, const N: usize>: Copy {
     /// How many hyper-parameters `bind` reads.
@@ -99,6 +103,27 @@ pub trait Rule<T: Float, const N: usize>: Copy {
             let here = unsafe { element(&mut state, i) };
             x[i] = x0 - rule.update(x0, d, here);
         }
+    }
+
+    /// `apply` on the block whose first element is element `at` of its leaf.
+    /// Only a rule whose update depends on the element's place in the leaf
+    /// (`NoisySGD`'s noise) looks at `at`.
+    #[inline(always)]
+    fn apply_at(&self, x: &[T], dx: &mut [T], state: [&mut [T]; N], _at: usize) {
+        self.apply(x, dx, state);
+    }
+
+    /// `descend` on the block whose first element is element `at` of its leaf.
+    #[inline(always)]
+    fn descend_at<P: Before<T>>(
+        &self,
+        x: &mut [T],
+        g: &[T],
+        state: [&mut [T]; N],
+        before: &P,
+        _at: usize,
+    ) {
+        self.descend(x, g, state, before);
     }
 }
 
@@ -182,16 +207,24 @@ macro_rules! registry {
                 match kind { $(Kind::$kind => Bound::$kind($rule::$rule::bind(hyper, per_leaf))),* }
             }
 
-            /// Apply to the block `range` of this leaf: `x` and `dx` are that block,
-            /// `state` holds this rule's whole state arrays (of the task).
+            /// Apply to the block `range` of this task: `x` and `dx` are that block,
+            /// `state` holds this rule's whole state arrays (of the task), and
+            /// the block starts at element `at` of its leaf.
             #[inline(always)]
-            pub fn apply(&self, x: &[T], dx: &mut [T], state: &mut [&mut [T]], range: &Range<usize>) {
-                match self { $(Bound::$kind(rule) => rule.apply(x, dx, blocks::<T, $n>(state, range))),* }
+            pub fn apply(
+                &self,
+                x: &[T],
+                dx: &mut [T],
+                state: &mut [&mut [T]],
+                range: &Range<usize>,
+                at: usize,
+            ) {
+                match self { $(Bound::$kind(rule) => rule.apply_at(x, dx, blocks::<T, $n>(state, range), at)),* }
             }
 
-            /// `x -= update` over the block `range` of this leaf, from the
+            /// `x -= update` over the block `range` of this task, from the
             /// gradient `g` passed through `before`: `x` and `g` are that
-            /// block, `state` as for `apply`.
+            /// block, `state` and `at` as for `apply`.
             #[inline(always)]
             pub fn descend<P: Before<T>>(
                 &self,
@@ -200,8 +233,9 @@ macro_rules! registry {
                 state: &mut [&mut [T]],
                 range: &Range<usize>,
                 before: &P,
+                at: usize,
             ) {
-                match self { $(Bound::$kind(rule) => rule.descend(x, g, blocks::<T, $n>(state, range), before)),* }
+                match self { $(Bound::$kind(rule) => rule.descend_at(x, g, blocks::<T, $n>(state, range), before, at)),* }
             }
         }
     };
@@ -218,12 +252,21 @@ mod names {
     pub use super::adamax as AdaMax;
     pub use super::adamw as AdamW;
     pub use super::amsgrad as AmsGrad;
+    pub use super::axon as AxonAdam;
+    pub use super::axon as AxonAdaBelief;
+    pub use super::axon as AxonRAdam;
+    pub use super::axon as AxonAdaGrad;
+    pub use super::axon as AxonRMSProp;
+    pub use super::axon as AxonRMSPropCentred;
+    pub use super::axon as AxonTrace;
     pub use super::clip_grad as ClipGrad;
     pub use super::descent as Descent;
+    pub use super::inv_decay as InvDecay;
     pub use super::lion as Lion;
     pub use super::momentum as Momentum;
     pub use super::nadam as NAdam;
     pub use super::nesterov as Nesterov;
+    pub use super::noisy_sgd as NoisySgd;
     pub use super::oadam as OAdam;
     pub use super::radam as RAdam;
     pub use super::rmsprop as RmsProp;
@@ -231,6 +274,7 @@ mod names {
     pub use super::rprop as Rprop;
     pub use super::sign_decay as SignDecay;
     pub use super::weight_decay as WeightDecay;
+    pub use super::yogi as Yogi;
 }
 #[allow(clippy::wildcard_imports)] // the registry names each rule by its module
 use names::*;
@@ -257,4 +301,14 @@ registry! {
     SignDecay => SignDecay, 0;
     ClipGrad => ClipGrad, 0;
     AccumGrad => AccumGrad, 1;
+    InvDecay => InvDecay, 0;
+    Yogi => Yogi, 2;
+    NoisySGD => NoisySgd, 0;
+    AxonAdam => AxonAdam, 2;
+    AxonAdaBelief => AxonAdaBelief, 2;
+    AxonRAdam => AxonRAdam, 2;
+    AxonAdaGrad => AxonAdaGrad, 1;
+    AxonRMSProp => AxonRMSProp, 1;
+    AxonRMSPropCentred => AxonRMSPropCentred, 2;
+    AxonTrace => AxonTrace, 1;
 }
