@@ -3,7 +3,9 @@ module trees of NumPy views."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,3 +332,19 @@ def test_module_trees():
     flat, re = o.destructure(tree)
     assert flat.size == sum(p.numel() for p in model.parameters())
     assert np.array_equal(re(flat)["0"]["weight"], model[0].weight.detach().numpy())
+
+
+def _example(name):
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_example_reduced():
+    assert _example("train_torch").main(["--steps", "150"]) > 0.85
+
+
+def test_jax_example_reduced():
+    assert _example("train_jax").main(["--steps", "150"]) < 0.05
