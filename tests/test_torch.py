@@ -348,3 +348,28 @@ def test_torch_example_reduced():
 
 def test_jax_example_reduced():
     assert _example("train_jax").main(["--steps", "150"]) < 0.05
+
+
+def test_gradients_written_in_place_between_steps():
+    """zero_grad(set_to_none=False) keeps the gradient tensors: the views of
+    the last step are reused, and must see the new values."""
+    params = _params(torch.float64)
+    views = [p.detach().numpy().copy() for p in params]
+    state = o.setup(o.Adam(0.01), views)
+    opt = ot.Optimizer(params, o.Adam(0.01))
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    for t in range(5):
+        opt.zero_grad(set_to_none=False)
+        grads = _grads(params, t)
+        for p, g in zip(params, grads):
+            p.grad += g  # as backward accumulates
+        opt.step()
+        o.update_(state, views, [g.numpy() for g in grads])
+    for p, v in zip(params, views):
+        assert np.array_equal(p.detach().numpy(), v)
+    # Frozen later, its gradient tensor kept: no longer trained.
+    params[0].requires_grad_(False)
+    before = params[0].detach().clone()
+    opt.step()
+    assert torch.equal(params[0], before)

@@ -11,6 +11,7 @@ a scheduler) reaches the rule through ``adjust_`` before the step.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -191,6 +192,11 @@ class _Layout:
         self.rules = [g["rule"] for g in groups]
         self.lrs = [g["lr"] for g in groups]
         self.pointers = [p.data_ptr() for p in self.params]
+        # The gradient tensors of the last step (None where skipped) and their
+        # views, as update_ takes them: reused while the tensors are the same
+        # (gradients accumulated into, zero_grad(set_to_none=False)).
+        self.grad_tensors: list[Any] = []
+        self.grads: list[list[np.ndarray | None]] = []
 
     @staticmethod
     def _setup(group: dict[str, Any], gi: int, views: list[np.ndarray]) -> list[Leaf]:
@@ -203,6 +209,24 @@ class _Layout:
     def stale(self) -> bool:
         """Whether some parameter's memory has moved (``p.data = ...``) since."""
         return [p.data_ptr() for p in self.params] != self.pointers
+
+    def gradients(self, groups: list[dict[str, Any]]) -> list[list[np.ndarray | None]]:
+        """The views of the gradients to step: None where a parameter has no
+        ``grad`` or does not require one (frozen)."""
+        tensors = [p.grad if p.requires_grad else None for p in self.params]
+        if len(tensors) == len(self.grad_tensors) and all(
+            map(operator.is_, tensors, self.grad_tensors)
+        ):
+            return self.grads
+        try:
+            grads = [[_grad_view(p) for p in g["params"]] for g in groups]
+        except (TypeError, RuntimeError):
+            grads = [
+                [_checked_grad_view(p, gi, j) for j, p in enumerate(g["params"])]
+                for gi, g in enumerate(groups)
+            ]
+        self.grad_tensors, self.grads = tensors, grads
+        return grads
 
 
 def _where(gi: int, j: int, p: torch.Tensor) -> str:
@@ -281,7 +305,6 @@ class Optimizer(torch.optim.Optimizer):
                 group["rule"] = layout.rules[gi] = layout.state[gi][0].rule
             layout.lrs[gi] = lr
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Update every parameter with a gradient (``p.grad``, ``requires_grad``)
         by its group's rule; returns ``closure()``'s loss if given."""
@@ -289,16 +312,11 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # No torch operation runs here (the step is NumPy views and Rust):
+        # no grad mode to set.
         layout = self._current_layout()
         self._sync_rules(layout)
-        try:
-            grads = [[_grad_view(p) for p in group["params"]] for group in self.param_groups]
-        except (TypeError, RuntimeError):
-            grads = [
-                [_checked_grad_view(p, gi, j) for j, p in enumerate(group["params"])]
-                for gi, group in enumerate(self.param_groups)
-            ]
-        update_(layout.state, layout.model, grads)
+        update_(layout.state, layout.model, layout.gradients(self.param_groups))
         return loss
 
     def state_dict(self) -> dict[str, Any]:
