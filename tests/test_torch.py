@@ -373,3 +373,26 @@ def test_gradients_written_in_place_between_steps():
     before = params[0].detach().clone()
     opt.step()
     assert torch.equal(params[0], before)
+
+
+def test_a_group_added_later_leaves_the_others_state():
+    params = _params(torch.float64)
+    views = [p.detach().numpy().copy() for p in params]
+    state = o.setup(o.Adam(0.01), views[:2])
+    opt = ot.Optimizer(params[:2], o.Adam(0.01))
+    late_rule = o.Momentum(0.1)
+    late_state = o.setup(late_rule, views[2:])
+    for t in range(6):
+        grads = _grads(params, t)
+        for p, g in zip(params, grads):
+            p.grad = g
+        if t == 3:
+            opt.param_groups[0]["lr"] = 0.005  # not yet stepped when the group comes
+            o.adjust_(state, eta=0.005)
+            opt.add_param_group({"params": params[2:], "rule": late_rule})
+        opt.step()
+        o.update_(state, views[:2], [g.numpy() for g in grads[:2]])
+        if t >= 3:
+            o.update_(late_state, views[2:], [g.numpy() for g in grads[2:]])
+    for p, v in zip(params, views):
+        assert np.array_equal(p.detach().numpy(), v)

@@ -178,17 +178,16 @@ class _Layout:
     """The trees ``update_`` steps, built once for the current parameter groups:
     per group, the views of its parameters, their state, its rule and ``lr``."""
 
-    def __init__(self, groups: list[dict[str, Any]], states: list[list[Leaf]] | None) -> None:
+    def __init__(self, groups: list[dict[str, Any]], states: list[list[Leaf]]) -> None:
+        """``states`` holds the state of the first groups (kept); the rest are set up."""
         self.params = [p for g in groups for p in g["params"]]
         self.model = [
             [_view(p, _where(gi, j, p)) for j, p in enumerate(g["params"])]
             for gi, g in enumerate(groups)
         ]
-        if states is None:
-            states = [
-                self._setup(g, gi, views) for gi, (g, views) in enumerate(zip(groups, self.model))
-            ]
-        self.state = states
+        self.state = list(states) + [
+            self._setup(groups[gi], gi, self.model[gi]) for gi in range(len(states), len(groups))
+        ]
         self.rules = [g["rule"] for g in groups]
         self.lrs = [g["lr"] for g in groups]
         self.pointers = [p.data_ptr() for p in self.params]
@@ -249,6 +248,7 @@ class Optimizer(torch.optim.Optimizer):
         if rule is not None and not isinstance(rule, _rules.AbstractRule):
             raise TypeError(f"Optimizer: rule must be an optimisation rule, got {rule!r}")
         self._layout: _Layout | None = None
+        self._kept: list[list[Leaf]] = []  # the state of the groups before one was added
         super().__init__(params, {} if rule is None else {"rule": rule})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -277,15 +277,20 @@ class Optimizer(torch.optim.Optimizer):
             problem = _refusal(p)
             if problem is not None:
                 raise TypeError(f"Optimizer: {_where(gi, j, p)} {problem}")
+        if self._layout is not None:  # the groups so far keep their state, and their lr
+            self._sync_rules(self._layout)
+            self._kept = self._layout.state
         super().add_param_group(group)
         self._layout = None
 
     def _current_layout(self) -> _Layout:
         layout = self._layout
         if layout is None:
-            layout = self._layout = _Layout(self.param_groups, None)
+            layout = self._layout = _Layout(self.param_groups, self._kept)
+            self._kept = []
         elif layout.stale():
             # Same state, new memory: the views must follow the parameters.
+            self._sync_rules(layout)
             layout = self._layout = _Layout(self.param_groups, layout.state)
         return layout
 
