@@ -87,13 +87,13 @@ def gradients(module: torch.nn.Module) -> dict[str, Any]:
 def _eta_of(rule: Any) -> float | None:
     """The learning rate of ``rule``: its ``eta``, or the first in a chain."""
     if isinstance(rule, _rules.OptimiserChain):
-        for inner in rule.rules:
+        for inner in rule.rules:  # type: ignore[attr-defined]
             eta = _eta_of(inner)
             if eta is not None:
                 return eta
         return None
     if isinstance(rule, _rules.MixedPrecision):
-        return _eta_of(rule.rule)
+        return _eta_of(rule.rule)  # type: ignore[attr-defined]
     eta = getattr(rule, "eta", None)
     return float(eta) if isinstance(eta, (int, float)) else None
 
@@ -101,9 +101,11 @@ def _eta_of(rule: Any) -> float | None:
 def _rule_data(rule: Any) -> dict[str, Any]:
     """``rule`` as plain data (what ``torch.load(weights_only=True)`` reads)."""
     if isinstance(rule, _rules.OptimiserChain):
-        return {"rule": "OptimiserChain", "rules": [_rule_data(r) for r in rule.rules]}
+        inner = rule.rules  # type: ignore[attr-defined]
+        return {"rule": "OptimiserChain", "rules": [_rule_data(r) for r in inner]}
     if isinstance(rule, _rules.MixedPrecision):
-        return {"rule": "MixedPrecision", "dtype": str(rule.dtype), "inner": _rule_data(rule.rule)}
+        dtype, inner = rule.dtype, rule.rule  # type: ignore[attr-defined]
+        return {"rule": "MixedPrecision", "dtype": str(dtype), "inner": _rule_data(inner)}
     if type(rule).__module__ != _rules.__name__ or not hasattr(rule, "_field_names"):
         raise TypeError(
             f"state_dict can save built-in rules only, not {type(rule).__name__}; "
