@@ -3,10 +3,11 @@ module's parameters and gradients as trees of NumPy views for the tree API.
 
 The optimiser keeps one model tree of zero-copy NumPy views of its parameters
 (a list per group) and the state tree ``setup`` made for it, both built once:
-each ``step`` hands ``update_`` the same two trees and a fresh list of the
-gradients' views, so that the step ``update_`` planned first is one call into
-Rust from then on. A group's ``lr`` is its rule's ``eta``; a new ``lr`` (set by
-a scheduler) reaches the rule through ``adjust_`` before the step.
+each ``step`` hands ``update_`` the same two trees and the gradients' views
+(new views only of new gradient tensors), so that the step ``update_`` planned
+first is one call into Rust from then on. A group's ``lr`` is its rule's
+``eta``; a new ``lr`` (set by a scheduler) reaches the rule through
+``adjust_`` before the step, and replans it once.
 """
 
 from __future__ import annotations
