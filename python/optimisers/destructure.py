@@ -133,7 +133,7 @@ def _skeleton_of(
         return known
     if tree.is_parameter(x):
         p = seen[id(x)] = _Slot(-1)
-        arrays.append(x)
+        arrays.append(tree.parameter_array(x, "in the model"))
         placeholders.append(p)
         return p
     kids = tree.trainable_children(x)

@@ -74,16 +74,17 @@ def _setup(rule: AbstractRule, x: Any, cache: dict[int, Leaf], path: KeyPath) ->
     if tree.is_parameter(x):
         if id(x) in cache:
             return cache[id(x)]
-        rule = whole_tree.choose(rule, x, path)  # a function's pick; whole-tree rules checked
-        if x.dtype.kind == "c" and _is_builtin_any(rule):
+        a = tree.parameter_array(x, f"at {path!r}")  # another library's array: a NumPy view
+        rule = whole_tree.choose(rule, a, path)  # a function's pick; whole-tree rules checked
+        if a.dtype.kind == "c" and _is_builtin_any(rule):
             # Checked first: the generic dtype advice (wrap in MixedPrecision) does not help here.
             problem = f"complex parameters are not supported by {type(rule).__name__}"
         else:
-            problem = check_dtype(x.dtype, rule)
+            problem = check_dtype(a.dtype, rule)
         if problem is not None:
-            raise TypeError(f"parameter at {path!r} has dtype {x.dtype}: {problem}")
+            raise TypeError(f"parameter at {path!r} has dtype {a.dtype}: {problem}")
         _alloc.next_leaf()
-        leaf = cache[id(x)] = Leaf(rule, rule.init(x))
+        leaf = cache[id(x)] = Leaf(rule, rule.init(a))
         return leaf
     if not tree.is_container(x):
         return None
@@ -118,7 +119,17 @@ class _Entry:
     private_x: bool = False
 
 
-def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int, _Entry]) -> None:
+def _collect(
+    state: Any,
+    model: Any,
+    grad: Any,
+    path: KeyPath,
+    entries: dict[int, _Entry],
+    viewed: dict[int, np.ndarray] | None = None,
+) -> None:
+    """Check the step and gather its leaves into ``entries``; ``viewed`` holds
+    the NumPy views made of other libraries' arrays (one per array, so that
+    an array met twice is one parameter)."""
     if state is None or grad is None:
         return
     if isinstance(state, Leaf):
@@ -126,6 +137,8 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
             raise TypeError(
                 f"the state tree has a Leaf at {path!r} but the model has {type(model).__name__}"
             )
+        if not isinstance(model, np.ndarray):
+            model = _writeable_view(model, path, {} if viewed is None else viewed)
         g = as_gradient(grad, model, path)
         entry = entries.get(id(state))
         if entry is None:
@@ -164,7 +177,22 @@ def _collect(state: Any, model: Any, grad: Any, path: KeyPath, entries: dict[int
             ) from None
         if child_state is None:
             continue
-        _collect(child_state, child, grad_of(key), path.child(key), entries)
+        _collect(child_state, child, grad_of(key), path.child(key), entries, viewed)
+
+
+def _writeable_view(x: Any, path: KeyPath, viewed: dict[int, np.ndarray]) -> np.ndarray:
+    """A writeable NumPy view of another library's array (a torch tensor), or
+    an error naming ``path`` (an immutable JAX array): ``update_`` writes
+    parameters in place."""
+    view = viewed.get(id(x))
+    if view is None:
+        view = viewed[id(x)] = tree.parameter_array(x, f"at {path!r}")
+        if not view.flags.writeable:
+            raise TypeError(
+                f"update_ cannot write the parameter at {path!r}: {type(x).__name__} is "
+                "immutable; use update, which returns NumPy arrays in its place"
+            )
+    return view
 
 
 # ---------------------------------------------------------------------------
@@ -231,7 +259,7 @@ def _busy(err: RuntimeError) -> RuntimeError:
 def _update_general(state: Any, model: Any, grad: Any) -> tuple[Any, Any]:
     """``update_`` without a plan: every case, one leaf at a time in Python."""
     entries: dict[int, _Entry] = {}
-    _collect(state, model, grad, KeyPath(), entries)
+    _collect(state, model, grad, KeyPath(), entries, {})
     ties = _views.resolve(entries, state, model)  # views' gradients onto their parameters
     live = [e for e in entries.values() if not e.leaf.frozen]
     for e in live:
@@ -510,10 +538,11 @@ def _copy_parameters(state: Any, model: Any, arrays: dict[int, Any]) -> Any:
     if state is None:
         return model
     if isinstance(state, Leaf):
-        if not isinstance(model, np.ndarray):
-            return model
+        if not tree.is_parameter(model):
+            return model  # the step says what is wrong
         if id(model) not in arrays:
-            arrays[id(model)] = model.copy()
+            # Another library's array becomes a NumPy array of its own.
+            arrays[id(model)] = np.array(tree.parameter_array(model, "in the model"))
         return arrays[id(model)]
     if id(model) in arrays:
         return arrays[id(model)]

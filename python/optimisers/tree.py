@@ -3,7 +3,9 @@
 Containers are ``dict`` (and subclasses), ``list``, ``tuple``, named tuples,
 dataclass instances, and instances of classes given to :func:`register`.
 Everything else is a leaf. A leaf is a parameter when it is a NumPy array of
-a floating (or complex) dtype; other leaves are kept as they are.
+a floating (or complex) dtype, or another library's array (JAX, torch) that
+NumPy can read (``__array__``, ``__dlpack__``) with a floating dtype; other
+leaves are kept as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["is_parameter", "register"]
+__all__ = ["is_parameter", "parameter_array", "register"]
 
 _REGISTERED: dict[type, tuple[str, ...] | None] = {}
 
@@ -36,8 +38,42 @@ def register(cls: type, fields: Any = None) -> type:
 
 
 def is_parameter(x: Any) -> bool:
-    """A trainable leaf: a NumPy array of floating or complex numbers (0-d included)."""
-    return isinstance(x, np.ndarray) and x.dtype.kind in "fc"
+    """A trainable leaf: a NumPy array of floating or complex numbers (0-d
+    included), or another library's array of floating numbers."""
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "fc"
+    return _floating_array_like(x)
+
+
+def _floating_array_like(x: Any) -> bool:
+    cls = type(x)
+    if not (hasattr(cls, "__array__") or hasattr(cls, "__dlpack__")) or isinstance(x, np.generic):
+        return False
+    dtype = getattr(x, "dtype", None)
+    kind = getattr(dtype, "kind", None)  # NumPy's dtypes (JAX uses them)
+    if kind is not None:
+        return kind == "f"
+    return getattr(dtype, "is_floating_point", False) is True  # torch's dtypes
+
+
+def parameter_array(x: Any, where: str) -> np.ndarray:
+    """The parameter ``x`` as a NumPy array: itself, or another library's
+    array viewed without a copy where the library allows (a torch tensor,
+    writeable; a JAX array, read-only); a clear error naming ``where`` if
+    NumPy cannot read it."""
+    if isinstance(x, np.ndarray):
+        return x
+    if getattr(x, "requires_grad", False) and callable(getattr(x, "detach", None)):
+        x = x.detach()  # torch will not hand out a tensor that requires grad
+    try:
+        if hasattr(x, "__array__"):
+            return np.asarray(x)
+        return np.from_dlpack(x)
+    except (TypeError, ValueError, RuntimeError, BufferError) as e:
+        raise TypeError(
+            f"parameter {where} ({type(x).__name__} of {x.dtype}) cannot be read as a "
+            f"NumPy array: {e}"
+        ) from None
 
 
 def _is_namedtuple(x: Any) -> bool:

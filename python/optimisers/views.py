@@ -459,7 +459,7 @@ def find_ties(positions: list[tuple[KeyPath, np.ndarray]]) -> Ties:
     ties = Ties()
     groups: dict[int, list[tuple[int, np.ndarray]]] = {}
     for index, _, a in first.values():
-        if a.size:
+        if isinstance(a, np.ndarray) and a.size:  # other libraries' arrays: ties by identity
             groups.setdefault(id(_root(a)), []).append((index, a))
     for members in groups.values():
         if len(members) < 2:
