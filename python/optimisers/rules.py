@@ -177,7 +177,9 @@ class _Rule(AbstractRule):
 
     # --- how the kernel runs this rule -------------------------------------
 
-    def _kernel(self, dtype: np.dtype) -> list[tuple[str, tuple[float, ...]]]:
+    def _kernel(self, dtype: np.dtype) -> list[tuple[str, dict[str, float]]]:
+        """The kernel steps that run this rule on ``dtype``: each a registered
+        name (``_core.rules()``) and its hyper-parameters by name."""
         raise NotImplementedError
 
     def _arrays(self, state: Any) -> list[np.ndarray]:
@@ -385,7 +387,7 @@ class Descent(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("Descent", (_cast(dtype, self.eta),))]
+        return [("Descent", {"eta": _cast(dtype, self.eta)})]
 
 
 class WeightDecay(_Rule):
@@ -397,7 +399,7 @@ class WeightDecay(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("WeightDecay", (_cast(dtype, self.lambda_),))]
+        return [("WeightDecay", {"lambda": _cast(dtype, self.lambda_)})]
 
 
 class SignDecay(_Rule):
@@ -409,7 +411,7 @@ class SignDecay(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("SignDecay", (_cast(dtype, self.lambda_),))]
+        return [("SignDecay", {"lambda": _cast(dtype, self.lambda_)})]
 
 
 class ClipGrad(_Rule):
@@ -421,7 +423,7 @@ class ClipGrad(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("ClipGrad", (_cast(dtype, self.delta),))]
+        return [("ClipGrad", {"delta": _cast(dtype, self.delta)})]
 
 
 class ClipNorm(_Rule):
@@ -442,7 +444,7 @@ class ClipNorm(_Rule):
 
     def _kernel(self, dtype):
         # ω and p stay in float64, as Julia keeps them; the factor is rounded to T.
-        return [("ClipNorm", (self.omega, self.p, float(self.throw)))]
+        return [("ClipNorm", {"omega": self.omega, "p": self.p, "throw": float(self.throw)})]
 
 
 # ---------------------------------------------------------------------------
@@ -458,7 +460,7 @@ class Momentum(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("Momentum", (_cast(dtype, self.eta), _cast(dtype, self.rho)))]
+        return [("Momentum", {"eta": _cast(dtype, self.eta), "rho": _cast(dtype, self.rho)})]
 
     def _arrays(self, state):
         return [state]
@@ -473,7 +475,7 @@ class Nesterov(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("Nesterov", (_cast(dtype, self.eta), _cast(dtype, self.rho)))]
+        return [("Nesterov", {"eta": _cast(dtype, self.eta), "rho": _cast(dtype, self.rho)})]
 
     def _arrays(self, state):
         return [state]
@@ -493,8 +495,9 @@ class Rprop(_Rule):
         return (_zeros(x), _full(x, _cast(x.dtype, self.eta)))
 
     def _kernel(self, dtype):
+        names = ("eta", "ell1", "ell2", "gamma1", "gamma2")
         values = (self.eta, *self.ell, *self.gamma)
-        return [("Rprop", tuple(_cast(dtype, v) for v in values))]
+        return [("Rprop", {n: _cast(dtype, v) for n, v in zip(names, values)})]
 
     def _arrays(self, state):
         return list(state)
@@ -517,7 +520,8 @@ class RMSProp(_Rule):
 
     def _kernel(self, dtype):
         kind = "RMSPropCentred" if self.centred else "RMSProp"
-        return [(kind, (_cast(dtype, self.eta), _cast(dtype, self.rho), _eps(dtype, self.epsilon)))]
+        hyper = {"eta": _cast(dtype, self.eta), "rho": _cast(dtype, self.rho)}
+        return [(kind, {**hyper, "epsilon": _eps(dtype, self.epsilon)})]
 
     def _arrays(self, state):
         return list(state) if self.centred else [state[0]]
@@ -538,11 +542,9 @@ class _Moments(_Rule):
         return (_zeros(x), _zeros(x), (_scalar(x.dtype, b1), _scalar(x.dtype, b2)))
 
     def _hyper(self, dtype):
-        return (
-            _cast(dtype, self.eta),
-            *(_cast(dtype, b) for b in self.beta),
-            _eps(dtype, self.epsilon),
-        )
+        b1, b2 = (_cast(dtype, b) for b in self.beta)
+        eta, eps = _cast(dtype, self.eta), _eps(dtype, self.epsilon)
+        return {"eta": eta, "beta1": b1, "beta2": b2, "epsilon": eps}
 
     def _kernel(self, dtype):
         return [(self._kernel_name, self._hyper(dtype))]
@@ -630,8 +632,8 @@ class AdamW(_Moments):
     def _hyper(self, dtype):
         # AdamW rounds ϵ plainly, without the float16 floor.
         eta, b1, b2 = (_cast(dtype, v) for v in (self.eta, *self.beta))
-        flags = (_cast(dtype, self.epsilon), _cast(dtype, self.lambda_), float(self.couple))
-        return (eta, b1, b2, *flags)
+        moments = {"eta": eta, "beta1": b1, "beta2": b2, "epsilon": _cast(dtype, self.epsilon)}
+        return {**moments, "lambda": _cast(dtype, self.lambda_), "couple": float(self.couple)}
 
 
 class AMSGrad(_Rule):
@@ -645,8 +647,9 @@ class AMSGrad(_Rule):
         return (_full(x, eps), _full(x, eps), _full(x, eps))
 
     def _kernel(self, dtype):
-        hyper = (self.eta, *self.beta)
-        return [("AMSGrad", (*(_cast(dtype, v) for v in hyper), _eps(dtype, self.epsilon)))]
+        b1, b2 = (_cast(dtype, b) for b in self.beta)
+        eta, eps = _cast(dtype, self.eta), _eps(dtype, self.epsilon)
+        return [("AMSGrad", {"eta": eta, "beta1": b1, "beta2": b2, "epsilon": eps})]
 
     def _arrays(self, state):
         return list(state)
@@ -661,7 +664,7 @@ class AdaGrad(_Rule):
         return _full(x, _cast(x.dtype, self.epsilon))
 
     def _kernel(self, dtype):
-        return [("AdaGrad", (_cast(dtype, self.eta), _eps(dtype, self.epsilon)))]
+        return [("AdaGrad", {"eta": _cast(dtype, self.eta), "epsilon": _eps(dtype, self.epsilon)})]
 
     def _arrays(self, state):
         return [state]
@@ -676,7 +679,7 @@ class AdaDelta(_Rule):
         return (_zeros(x), _zeros(x))
 
     def _kernel(self, dtype):
-        return [("AdaDelta", (_cast(dtype, self.rho), _eps(dtype, self.epsilon)))]
+        return [("AdaDelta", {"rho": _cast(dtype, self.rho), "epsilon": _eps(dtype, self.epsilon)})]
 
     def _arrays(self, state):
         return list(state)
@@ -691,7 +694,8 @@ class Lion(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("Lion", tuple(_cast(dtype, v) for v in (self.eta, *self.beta)))]
+        b1, b2 = (_cast(dtype, b) for b in self.beta)
+        return [("Lion", {"eta": _cast(dtype, self.eta), "beta1": b1, "beta2": b2})]
 
     def _arrays(self, state):
         return [state]
@@ -719,7 +723,7 @@ class AccumGrad(_Rule):
         return (_zeros(x), 1)
 
     def _kernel(self, dtype):
-        return [("AccumGrad", (float(self.n),))]
+        return [("AccumGrad", {"n": float(self.n)})]
 
     def _arrays(self, state):
         return [state[0]]

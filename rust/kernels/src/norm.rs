@@ -26,6 +26,19 @@ pub struct ClipNorm {
 }
 
 impl ClipNorm {
+    /// The names of its hyper-parameters, in the order `bind` reads them.
+    pub const HYPER: &'static [&'static str] = &["omega", "p", "throw"];
+
+    /// From `[ω, p, throw]` (`throw` 0 or 1), in the order of `HYPER`.
+    #[must_use]
+    pub fn bind(hyper: &[f64]) -> Self {
+        Self {
+            omega: hyper[0],
+            p: hyper[1],
+            throw: hyper[2] != 0.0,
+        }
+    }
+
     /// The factor for an array of this norm, rounded to `T` as Julia's `T(min(ω / n, 1))`;
     /// `Err(norm)` when `throw` is set and the norm is not finite.
     pub fn factor<T: Float>(&self, norm: f64) -> Result<T, f64> {

@@ -15,8 +15,61 @@ use crate::spare;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    Rule { kind: Kind, hyper: Vec<f64> },
+    /// A registered rule, its hyper-parameters in the order of `kind.hyper()`.
+    Rule {
+        kind: Kind,
+        hyper: Vec<f64>,
+    },
     ClipNorm(ClipNorm),
+}
+
+impl Step {
+    /// A step from its registered name and its hyper-parameters by name, in
+    /// any order (`("Adam", [("eta", 1e-3), ("beta1", 0.9), …])`). A missing,
+    /// unknown or repeated name is an error here, when the program is made.
+    pub fn named<S: AsRef<str>>(name: &str, hyper: &[(S, f64)]) -> Result<Self, KernelError> {
+        if name == "ClipNorm" {
+            let values = in_order(name, ClipNorm::HYPER, hyper)?;
+            return Ok(Step::ClipNorm(ClipNorm::bind(&values)));
+        }
+        let kind = Kind::from_name(name)
+            .ok_or_else(|| KernelError::Program(format!("no kernel for rule {name:?}")))?;
+        Ok(Step::Rule {
+            kind,
+            hyper: in_order(name, kind.hyper(), hyper)?,
+        })
+    }
+}
+
+/// The values of `given` in the order of `names` (the step `step`'s
+/// hyper-parameters): an error naming the first name that is missing,
+/// unknown or given twice.
+pub fn in_order<S: AsRef<str>>(
+    step: &str,
+    names: &[&str],
+    given: &[(S, f64)],
+) -> Result<Vec<f64>, KernelError> {
+    let fail = |what: String| {
+        KernelError::Program(format!("{step}: {what} (it takes {})", names.join(", ")))
+    };
+    for (k, (name, _)) in given.iter().enumerate() {
+        let name = name.as_ref();
+        if !names.contains(&name) {
+            return Err(fail(format!("unknown hyper-parameter {name:?}")));
+        }
+        if given[..k].iter().any(|(seen, _)| seen.as_ref() == name) {
+            return Err(fail(format!("hyper-parameter {name:?} given twice")));
+        }
+    }
+    names
+        .iter()
+        .map(
+            |&name| match given.iter().find(|(n, _)| n.as_ref() == name) {
+                Some(&(_, value)) => Ok(value),
+                None => Err(fail(format!("hyper-parameter {name:?} missing"))),
+            },
+        )
+        .collect()
 }
 
 /// Whether two leaves' per-leaf scalars have the same bits: then a program
@@ -39,11 +92,11 @@ impl Program {
         let (mut states, mut per_leaf) = (0, 0);
         for step in &steps {
             if let Step::Rule { kind, hyper } = step {
-                if hyper.len() != kind.hyper() {
+                if hyper.len() != kind.hyper().len() {
                     return Err(KernelError::Program(format!(
                         "{} takes {} hyper-parameters, got {}",
                         kind.name(),
-                        kind.hyper(),
+                        kind.hyper().len(),
                         hyper.len()
                     )));
                 }
@@ -229,5 +282,46 @@ impl<T: Float> Drop for Plans<T> {
         spare::give::<usize, _>(std::mem::take(&mut self.ends));
         spare::give::<ClipNorm, _>(std::mem::take(&mut self.norms));
         spare::give::<Plan, _>(std::mem::take(&mut self.leaves));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_hyper_parameters_are_ordered_by_the_rules_names() {
+        let given = [("couple", 1.0), ("lambda", 0.1), ("epsilon", 1e-8)];
+        let moments = [("eta", 1e-3), ("beta2", 0.999), ("beta1", 0.9)];
+        let all: Vec<(&str, f64)> = given.iter().chain(&moments).copied().collect();
+        let step = Step::named("AdamW", &all).unwrap();
+        let want = vec![1e-3, 0.9, 0.999, 1e-8, 0.1, 1.0];
+        assert_eq!(
+            step,
+            Step::Rule {
+                kind: Kind::AdamW,
+                hyper: want
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_unknown_or_repeated_name_fails_when_the_step_is_made() {
+        let err = |hyper: &[(&str, f64)]| match Step::named("Momentum", hyper) {
+            Err(KernelError::Program(message)) => message,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(err(&[("eta", 0.1)]).contains("\"rho\" missing"));
+        assert!(err(&[("eta", 0.1), ("rho", 0.9), ("r", 1.0)])
+            .contains("unknown hyper-parameter \"r\""));
+        assert!(err(&[("eta", 0.1), ("rho", 0.9), ("eta", 1.0)]).contains("\"eta\" given twice"));
+        assert!(Step::named("Momentun", &[("eta", 0.1)]).is_err());
+        let clip = Step::named("ClipNorm", &[("p", 2.0), ("throw", 1.0), ("omega", 3.0)]);
+        let want = ClipNorm {
+            omega: 3.0,
+            p: 2.0,
+            throw: true,
+        };
+        assert_eq!(clip, Ok(Step::ClipNorm(want)));
     }
 }

@@ -6,6 +6,7 @@ use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use std::collections::HashMap;
 
 use optimisers_kernels as kernels;
 use optimisers_kernels::{Float, Kind, Step};
@@ -35,12 +36,13 @@ struct Program {
 
 #[pymethods]
 impl Program {
-    /// `steps`: a list of `(name, hyper)` pairs, `hyper` a tuple of floats;
-    /// `("ClipNorm", (omega, p, throw))` for a norm. `dtype`: "float32",
-    /// "float64", or "float16", whose jobs (given as float32 buffers) compute in
-    /// float16 arithmetic.
+    /// `steps`: a list of `(name, hyper)` pairs, `hyper` a dict of floats by
+    /// hyper-parameter name (`_core.rules()` lists each rule's names);
+    /// `("ClipNorm", {"omega": ω, "p": p, "throw": 0 or 1})` for a norm.
+    /// `dtype`: "float32", "float64", or "float16", whose jobs (given as
+    /// float32 buffers) compute in float16 arithmetic.
     #[new]
-    fn new(steps: Vec<(String, Vec<f64>)>, dtype: &str) -> PyResult<Self> {
+    fn new(steps: Vec<(String, HashMap<String, f64>)>, dtype: &str) -> PyResult<Self> {
         let element = match dtype {
             "float32" => Arith::Single,
             "float64" => Arith::Double,
@@ -53,15 +55,9 @@ impl Program {
         };
         let steps = steps
             .into_iter()
-            .map(|(name, hyper)| match (name.as_str(), hyper.as_slice()) {
-                ("ClipNorm", &[omega, p, throw]) => Ok(Step::ClipNorm(kernels::ClipNorm {
-                    omega,
-                    p,
-                    throw: throw != 0.0,
-                })),
-                _ => Kind::from_name(&name)
-                    .map(|kind| Step::Rule { kind, hyper })
-                    .ok_or_else(|| PyValueError::new_err(format!("no kernel for rule {name:?}"))),
+            .map(|(name, hyper)| {
+                let hyper: Vec<(String, f64)> = hyper.into_iter().collect();
+                Step::named(&name, &hyper).map_err(to_py)
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Self {
@@ -252,7 +248,8 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
         .map_err(|e| errors::with_job(e, &index))
 }
 
-/// The registered elementwise rules: `(name, hyper, per_leaf, states)` each.
+/// The registered elementwise rules: `(name, hyper, per_leaf, states)` each,
+/// `hyper` the names of its hyper-parameters.
 #[pyfunction]
 fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
     Kind::ALL
@@ -262,7 +259,7 @@ fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
                 py,
                 [
                     k.name().into_pyobject(py)?.into_any(),
-                    k.hyper().into_pyobject(py)?.into_any(),
+                    PyTuple::new(py, k.hyper())?.into_any(),
                     k.per_leaf().into_pyobject(py)?.into_any(),
                     k.states().into_pyobject(py)?.into_any(),
                 ],

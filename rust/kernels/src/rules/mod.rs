@@ -46,8 +46,10 @@ pub mod sign_decay;
 pub mod weight_decay;
 
 pub trait Rule<T: Float, const N: usize>: Copy {
-    /// How many hyper-parameters `bind` reads.
-    const HYPER: usize;
+    /// The names of the hyper-parameters `bind` reads, in the order it reads
+    /// them: a program is given them by name and orders them by this list
+    /// (see `program::in_order`), so this is the only place the order lives.
+    const HYPER: &'static [&'static str];
     /// How many per-leaf scalars (`βᵗ`, `t`, a counter) `bind` reads.
     const PER_LEAF: usize = 0;
 
@@ -150,8 +152,9 @@ macro_rules! registry {
                 Kind::ALL.iter().copied().find(|k| k.name() == name)
             }
 
+            /// The names of its hyper-parameters, in the order `bind` reads them.
             #[must_use]
-            pub fn hyper(self) -> usize {
+            pub fn hyper(self) -> &'static [&'static str] {
                 match self { $(Kind::$kind => <$rule::$rule<f64> as Rule<f64, $n>>::HYPER),* }
             }
 
