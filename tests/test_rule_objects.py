@@ -421,6 +421,7 @@ def test_python_rule_table_matches_kernel_registry(rule, dtype):
             assert all(isinstance(h, float) for h in hyper.values()), f"{name}: {hyper!r}"
             if name == "ClipNorm":
                 assert hyper == {"omega": r.omega, "p": r.p, "throw": float(r.throw)}
+                assert set(hyper) == set(dict(_core.reductions())[name])
                 continue
             assert name in registry, f"{type(r).__name__} asks for unknown kernel rule {name}"
             names, n_per_leaf, n_states = registry[name]
@@ -459,3 +460,17 @@ def test_kernel_program_takes_hyper_parameters_by_name_in_any_order():
 def test_kernel_program_names_a_missing_or_unknown_hyper_parameter(hyper, message):
     with pytest.raises(ValueError, match=message):
         _core.Program([("Adam", hyper)], "float32")
+
+
+def test_kernel_reductions_are_steps_by_name():
+    """Reductions (norms, trust ratios) are named steps as rules are; only
+    one that can fail needs the state before it rolled back."""
+    assert dict(_core.reductions())["ClipNorm"] == ["omega", "p", "throw"]
+    adam = ("Adam", {"eta": 1.0, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-6})
+    trust = ("TrustRatio", {"min_norm": 0.0, "coef": 1.0, "eps": 0.0})
+    lamb = _core.Program([adam, ("WeightDecay", {"lambda": 0.01}), trust], "float64")
+    assert (lamb.states, lamb.states_before_last_norm) == (2, 0)
+    clip = ("ClipGlobalNorm", {"omega": 1.0, "p": 2.0, "throw": 1.0})
+    assert _core.Program([adam, clip], "float32").states_before_last_norm == 2
+    with pytest.raises(ValueError, match='TrustRatio: hyper-parameter "eps" missing'):
+        _core.Program([("TrustRatio", {"min_norm": 0.0, "coef": 1.0})], "float32")

@@ -1,6 +1,7 @@
 //! Running one optimisation step over a batch of leaves ("jobs") in one call.
 //!
-//! Each job's plan is a list of elementwise segments separated by norms. Stages
+//! Each job's plan is a list of elementwise segments separated by reductions
+//! (norms, see `reduction`). Stages
 //! are aligned so that every job's last segment (the only one that writes `x`)
 //! runs in the last stage, after every norm of the batch: a norm that fails
 //! leaves every parameter untouched. Within a stage all jobs are cut into tasks
@@ -24,11 +25,13 @@ use std::ops::Range;
 
 use crate::error::KernelError;
 use crate::float::{Float, Half};
-use crate::norm::ClipNorm;
+use crate::norm;
 use crate::program::{same_scalars, BoundOp, Plans, Program};
+use crate::reduction::{Input, Reduction, Scope, MAX_INPUTS};
 use crate::rules::descent::Descent;
 use crate::rules::prelude::{Before, Nothing, Prelude, WithParts};
 use crate::rules::Bound;
+use crate::shape::Shape;
 use crate::{simd, spare, threads};
 
 /// Elements per block: the gradient block lives in a stack buffer this long.
@@ -75,9 +78,13 @@ const PREFETCH_AHEAD_BYTES: usize = 4096;
 const PASS_PARALLEL_MIN_BYTES: usize = 192 << 10;
 
 /// One leaf: its parameter, its gradient, the state arrays of its program in
-/// order, and its per-leaf scalars in order. All arrays have the same length.
+/// order, and its per-leaf scalars in order. All arrays have the same length,
+/// that of `shape`.
 pub struct Job<'a, T> {
     pub x: &'a mut [T],
+    /// The leaf's shape, for the rules and reductions that see it as a
+    /// matrix (`Shape::flat` when none of its program's do).
+    pub shape: Shape,
     pub grad: &'a [T],
     pub states: States<'a, T>,
     pub program: &'a Program,
@@ -173,6 +180,7 @@ impl<'a> Job<'a, f32> {
     pub fn into_half(self) -> Job<'a, Half> {
         Job {
             x: crate::float::as_half_mut(self.x),
+            shape: self.shape,
             grad: crate::float::as_half(self.grad),
             states: self.states.map(crate::float::as_half_mut),
             program: self.program,
@@ -186,6 +194,9 @@ impl<T> Job<'_, T> {
     fn check(&self, job: usize) -> Result<(), KernelError> {
         let fail = |message: String| Err(KernelError::Shape { job, message });
         let n = self.x.len();
+        if self.shape.len() != n {
+            return fail(format!("shape {:?} does not hold {n} elements", self.shape));
+        }
         if self.grad.len() != n {
             return fail(format!(
                 "gradient has {} elements, parameter {n}",
@@ -362,7 +373,10 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
             job.x.len() <= task
                 && match self.plans.segments(j) {
                     1 => true,
-                    2 => self.plans.segment(j, 0).is_empty(),
+                    2 => {
+                        self.plans.segment(j, 0).is_empty()
+                            && self.plans.norm(j, 0).is_some_and(|r| !r.scope.by_line())
+                    }
                     _ => false,
                 }
         })
@@ -375,8 +389,8 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
         }
         let mut wanted = Vec::new();
         for (j, job) in self.jobs.iter().enumerate() {
-            if let Some(clip) = self.plans.norm(j, 0).filter(|clip| clip.throw) {
-                wanted.push(Wanted::new(j, clip, job.grad));
+            if let Some(reduction) = self.plans.norm(j, 0).filter(|r| taken_first(r)) {
+                wanted.push(Wanted::new(j, 0, reduction, job, job.grad));
             }
         }
         if wanted.is_empty() {
@@ -403,8 +417,9 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
             let last = self.plans.segments(j) - 1;
             tasks.push(Task {
                 ops: self.plans.segment(j, last),
-                // A norm that can fail was taken first, one that cannot is the task's.
-                norm: self.plans.norm(j, 0).filter(|clip| !clip.throw).copied(),
+                // A reduction that can fail or spans leaves was taken first;
+                // any other is the task's.
+                norm: self.plans.norm(j, 0).filter(|r| !taken_first(r)).copied(),
                 x: &mut *job.x,
                 grad: job.grad,
                 tmp: &mut [],
@@ -413,7 +428,7 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                     _ => &mut [],
                 },
                 states: &mut job.states[..],
-                input: Input::Grad,
+                input: Source::Grad,
                 scale: self.scales.get(j).copied().flatten(),
                 output,
                 prefetch,
@@ -438,14 +453,31 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 
     fn norms(&mut self, stage: usize, stages: usize) -> Result<(), KernelError> {
+        // Reductions by row or column scale the update where it lies.
+        for (j, (flow, job)) in self.flows.iter_mut().zip(self.jobs.iter()).enumerate() {
+            let Some(k) = (stage + self.plans.segments(j)).checked_sub(stages) else {
+                continue;
+            };
+            let Some(reduction) = self.plans.norm(j, k).filter(|r| r.scope.by_line()) else {
+                continue;
+            };
+            flow.materialise(job.grad);
+            reduction
+                .scale_lines(job.shape, &mut flow.tmp, job.x, &job.states)
+                .map_err(|norm| KernelError::NonFiniteNorm {
+                    job: self.first + j,
+                    p: reduction.p,
+                    norm,
+                })?;
+        }
         let mut wanted = Vec::new();
         for (j, (flow, job)) in self.flows.iter().zip(self.jobs.iter()).enumerate() {
             let Some(k) = (stage + self.plans.segments(j)).checked_sub(stages) else {
                 continue;
             };
-            if let Some(clip) = self.plans.norm(j, k) {
+            if let Some(reduction) = self.plans.norm(j, k).filter(|r| !r.scope.by_line()) {
                 let dx = read(flow.input, job.grad, &flow.tmp);
-                wanted.push(Wanted::new(j, clip, dx));
+                wanted.push(Wanted::new(j, k, reduction, job, dx));
             }
         }
         take_norms(&mut wanted);
@@ -460,56 +492,124 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
     }
 }
 
-/// A norm to take: of job `job`'s input `dx`.
+/// Whether a one-pass step takes this reduction before any task runs: when
+/// it can fail (nothing may be written first) or spans leaves (a task sees
+/// one). Any other is taken by its task, while the gradient is in cache.
+fn taken_first(reduction: &Reduction) -> bool {
+    reduction.can_fail() || reduction.scope == Scope::Step
+}
+
+/// A reduction to take: of job `job`'s arrays `of`, one per input.
 struct Wanted<'a, T> {
     job: usize,
-    clip: ClipNorm,
-    dx: &'a [T],
-    norm: f64,
+    /// Jobs of one group share a `Scope::Step` reduction: the same program
+    /// (by address) and the same place in it.
+    group: (usize, usize),
+    reduction: Reduction,
+    of: [&'a [T]; MAX_INPUTS],
+    /// The norm of each input, or its part (`Scope::Step`) until combined.
+    norms: [f64; MAX_INPUTS],
 }
 
 impl<'a, T: Float> Wanted<'a, T> {
-    fn new(job: usize, clip: &ClipNorm, dx: &'a [T]) -> Self {
+    /// The `k`-th reduction of job `j`, whose update is `update` at this point.
+    fn new(
+        j: usize,
+        k: usize,
+        reduction: &Reduction,
+        job: &'a Job<'_, T>,
+        update: &'a [T],
+    ) -> Self {
+        let mut of: [&'a [T]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        for (slot, input) in of.iter_mut().zip(reduction.inputs()) {
+            *slot = match *input {
+                Input::Update => update,
+                Input::X => &*job.x,
+                Input::State(s) => &*job.states[s],
+            };
+        }
         Self {
-            job,
-            clip: *clip,
-            dx,
-            norm: 0.0,
+            job: j,
+            group: (std::ptr::from_ref(job.program) as usize, k),
+            reduction: *reduction,
+            of,
+            norms: [0.0; MAX_INPUTS],
         }
     }
 
-    /// The factor of the norm taken, or the error that names the job (the
+    /// The factor of the norms taken, or the error that names the job (the
     /// batch's jobs are numbered from `first`).
     fn factor(&self, first: usize) -> Result<T, KernelError> {
-        self.clip
-            .factor(self.norm)
+        let norms = &self.norms[..self.reduction.inputs().len()];
+        self.reduction
+            .factor(norms)
             .map_err(|norm| KernelError::NonFiniteNorm {
                 job: first + self.job,
-                p: self.clip.p,
+                p: self.reduction.p,
                 norm,
             })
+    }
+
+    /// Take this job's norms (or parts of norms).
+    fn take(&mut self, parallel: impl Fn(usize) -> bool) {
+        let (p, scope) = (self.reduction.p, self.reduction.scope);
+        for (norm, of) in self
+            .norms
+            .iter_mut()
+            .zip(&self.of[..self.reduction.inputs().len()])
+        {
+            *norm = match scope {
+                Scope::Array => norm::norm(p, of, parallel(of.len())),
+                Scope::Step => norm::partial(p, of, parallel(of.len())),
+                Scope::Rows | Scope::Cols => unreachable!("taken line by line, in place"),
+            };
+        }
     }
 }
 
 /// Take every wanted norm, in one parallel region when there is enough to sum
-/// (each norm is the same whichever thread takes it).
+/// (each norm is the same whichever thread takes it), then combine the parts
+/// of each `Scope::Step` reduction in job order.
 fn take_norms<T: Float>(wanted: &mut [Wanted<'_, T>]) {
-    let total: usize = wanted.iter().map(|w| w.dx.len()).sum();
+    let total: usize = wanted.iter().flat_map(|w| w.of).map(<[T]>::len).sum();
     if total >= PARALLEL_MIN && threads::num_threads() > 1 {
         // One leaf's norm also runs in parallel when it is the only one
         // (`for_each` does not nest: inside it, norms run on their thread).
-        threads::for_each(wanted, |w| {
-            w.norm = w.clip.norm(w.dx, w.dx.len() >= PARALLEL_MIN);
-        });
+        threads::for_each(wanted, |w| w.take(|len| len >= PARALLEL_MIN));
     } else {
-        for w in wanted {
-            w.norm = w.clip.norm(w.dx, false);
+        for w in wanted.iter_mut() {
+            w.take(|_| false);
+        }
+    }
+    combine_steps(wanted);
+}
+
+/// Give every job of a `Scope::Step` group the norms of the whole group: its
+/// parts added in job order, whichever thread took them.
+fn combine_steps<T: Float>(wanted: &mut [Wanted<'_, T>]) {
+    let mut done: Vec<(usize, usize)> = Vec::new();
+    for first in 0..wanted.len() {
+        let (group, reduction) = (wanted[first].group, wanted[first].reduction);
+        if reduction.scope != Scope::Step || done.contains(&group) {
+            continue;
+        }
+        done.push(group);
+        let mut norms = [0.0; MAX_INPUTS];
+        for (i, norm) in norms.iter_mut().enumerate().take(reduction.inputs().len()) {
+            let parts = wanted[first..]
+                .iter()
+                .filter(|w| w.group == group)
+                .map(|w| w.norms[i]);
+            *norm = norm::combine(reduction.p, parts);
+        }
+        for w in wanted[first..].iter_mut().filter(|w| w.group == group) {
+            w.norms = norms;
         }
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Input {
+enum Source {
     Grad,
     Tmp,
 }
@@ -517,10 +617,10 @@ enum Input {
 /// The array a pass reads its input from: the gradient, or the update
 /// materialised by the stage before.
 #[inline(always)]
-fn read<'s, T>(input: Input, grad: &'s [T], tmp: &'s [T]) -> &'s [T] {
+fn read<'s, T>(input: Source, grad: &'s [T], tmp: &'s [T]) -> &'s [T] {
     match input {
-        Input::Grad => grad,
-        Input::Tmp => tmp,
+        Source::Grad => grad,
+        Source::Tmp => tmp,
     }
 }
 
@@ -536,7 +636,7 @@ enum Output {
 struct Flow<T> {
     /// The materialised update, when a norm needs it whole.
     tmp: Vec<T>,
-    input: Input,
+    input: Source,
     /// A norm's factor, applied at the start of the next segment.
     scale: Option<T>,
 }
@@ -545,7 +645,7 @@ impl<T> Default for Flow<T> {
     fn default() -> Self {
         Self {
             tmp: Vec::new(),
-            input: Input::Grad,
+            input: Source::Grad,
             scale: None,
         }
     }
@@ -553,12 +653,22 @@ impl<T> Default for Flow<T> {
 
 struct Pass<'p, T> {
     ops: &'p [BoundOp<T>],
-    input: Input,
+    input: Source,
     scale: Option<T>,
     output: Output,
 }
 
 impl<T: Float> Flow<T> {
+    /// Hold the update in `tmp`, copying the gradient there if it is still
+    /// the input (a reduction by line scales it in place).
+    fn materialise(&mut self, grad: &[T]) {
+        if self.input == Source::Grad {
+            self.tmp.clear();
+            self.tmp.extend_from_slice(grad);
+            self.input = Source::Tmp;
+        }
+    }
+
     /// The pass job `j` runs in this stage, if any. Its last segment runs in
     /// the last stage, so it starts `stages - segments` stages in.
     fn pass<'p>(
@@ -582,7 +692,7 @@ impl<T: Float> Flow<T> {
             if self.tmp.len() != len {
                 self.tmp = vec![T::ZERO; len];
             }
-            self.input = Input::Tmp;
+            self.input = Source::Tmp;
             Output::Tmp
         };
         Some(Pass {
@@ -610,8 +720,8 @@ fn last_output<T>(updates_x: bool, job: &Job<'_, T>) -> Output {
 /// for `'t`, which may be longer (a job that is one task lends its own).
 pub(crate) struct Task<'s, 't, T> {
     ops: &'s [BoundOp<T>],
-    /// A norm of the input to take first, for `scale` (see `Stages::one_pass`).
-    norm: Option<ClipNorm>,
+    /// A reduction to take first, for `scale` (see `Stages::one_pass`).
+    norm: Option<Reduction>,
     x: &'s mut [T],
     grad: &'s [T],
     /// The job's materialised update for this range (empty when unused).
@@ -619,7 +729,7 @@ pub(crate) struct Task<'s, 't, T> {
     /// The caller's buffer for the update (empty unless `Output::Update`).
     update: &'s mut [T],
     states: &'s mut [&'t mut [T]],
-    input: Input,
+    input: Source,
     scale: Option<T>,
     output: Output,
     /// The pass streams from memory: prefetch ahead (see `process`).
@@ -688,7 +798,7 @@ fn run_pass<T: Float>(
         if job.x.is_empty() {
             continue;
         }
-        let tmp = if pass.input == Input::Tmp || pass.output == Output::Tmp {
+        let tmp = if pass.input == Source::Tmp || pass.output == Output::Tmp {
             &mut flow.tmp[..]
         } else {
             &mut [][..]
@@ -847,9 +957,17 @@ fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 /// stage.
 #[inline(always)]
 pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
-    if let Some(clip) = task.norm {
-        let input = read(task.input, task.grad, task.tmp);
-        let factor = clip.factor(clip.norm(input, false));
+    if let Some(reduction) = task.norm {
+        let mut norms = [0.0; MAX_INPUTS];
+        for (norm, input) in norms.iter_mut().zip(reduction.inputs()) {
+            let of = match *input {
+                Input::Update => read(task.input, task.grad, task.tmp),
+                Input::X => &*task.x,
+                Input::State(s) => &*task.states[s],
+            };
+            *norm = norm::norm(reduction.p, of, false);
+        }
+        let factor = reduction.factor(&norms[..reduction.inputs().len()]);
         task.scale = Some(factor.unwrap_or_else(|_| unreachable!("a task's norm cannot fail")));
     }
     if task.output == Output::X {

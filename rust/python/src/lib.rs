@@ -37,8 +37,8 @@ struct Program {
 #[pymethods]
 impl Program {
     /// `steps`: a list of `(name, hyper)` pairs, `hyper` a dict of floats by
-    /// hyper-parameter name (`_core.rules()` lists each rule's names);
-    /// `("ClipNorm", {"omega": ω, "p": p, "throw": 0 or 1})` for a norm.
+    /// hyper-parameter name: a rule of `_core.rules()` or a reduction of
+    /// `_core.reductions()`, e.g. `("ClipNorm", {"omega": ω, "p": p, "throw": 0 or 1})`.
     /// `dtype`: "float32", "float64", or "float16", whose jobs (given as
     /// float32 buffers) compute in float16 arithmetic.
     #[new]
@@ -181,8 +181,10 @@ fn kernel_jobs<'b, T: Element + Float>(
     let mut jobs = Vec::with_capacity(borrowed.len());
     for (i, b) in borrowed.iter_mut() {
         let contiguous = |e: numpy::AsSliceError| PyValueError::new_err(format!("job {i}: {e}"));
+        let shape = kernels::Shape::of(b.x.shape());
         jobs.push(kernels::Job {
             x: b.x.as_slice_mut().map_err(contiguous)?,
+            shape,
             grad: b.grad.as_slice().map_err(contiguous)?,
             states: b
                 .states
@@ -268,6 +270,17 @@ fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
         .collect()
 }
 
+/// The registered reductions (steps that scale the update by a factor made
+/// of whole arrays' norms): `(name, hyper)` each, `hyper` the names of its
+/// hyper-parameters.
+#[pyfunction]
+fn reductions() -> Vec<(&'static str, Vec<&'static str>)> {
+    kernels::reduction::REGISTRY
+        .iter()
+        .map(|&(name, hyper)| (name, hyper.to_vec()))
+        .collect()
+}
+
 #[pyfunction]
 fn get_num_threads() -> usize {
     kernels::threads::num_threads()
@@ -307,6 +320,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Program>()?;
     m.add_function(wrap_pyfunction!(step, m)?)?;
     m.add_function(wrap_pyfunction!(rules, m)?)?;
+    m.add_function(wrap_pyfunction!(reductions, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_isa, m)?)?;

@@ -9,8 +9,28 @@
 //! first passing each gradient through the rules before it when those keep
 //! no state (see `prelude`).
 //!
-//! Adding a rule: its own file, one line in `registry!` below, one line in the
-//! Python rule table.
+//! Adding an elementwise rule: its own file, one line in `registry!` below,
+//! and its Python class. The file holds the rule's struct and
+//! `impl Rule<T, N>` (`N` its state arrays):
+//!
+//! ```text
+//! impl<T: Float> Rule<T, 1> for Momentum<T> {
+//!     const HYPER: &'static [&'static str] = &["eta", "rho"];
+//!     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+//!         Self { eta: T::from_f64(h[0]), rho: T::from_f64(h[1]) }
+//!     }
+//!     fn update(&self, _x: T, d: T, [v]: [&mut T; 1]) -> T { … }
+//! }
+//! ```
+//!
+//! `HYPER` names the hyper-parameters once, in the order `bind` reads them;
+//! Python's `_kernel(dtype)` passes them by name (`{"eta": …, "rho": …}`),
+//! and the program orders them by `HYPER` when it is made, refusing a
+//! missing or unknown name. The registry line is `Name => module, N;`.
+//!
+//! A step that needs whole arrays (a norm, a trust ratio, a norm over every
+//! leaf) is not a rule but a reduction: one line in `reduction::REGISTRY`
+//! and one arm in `Reduction::bind` (see `reduction`).
 //!
 //! 4K aliasing: a rule with several state arrays loads all of an element's
 //! state before it stores any. Large arrays are page-aligned alike, so `m[i]`
