@@ -6,8 +6,8 @@
 //! runs in the last stage, after every norm of the batch: a norm that fails
 //! leaves every parameter untouched. Within a stage all jobs are cut into tasks
 //! of at most `TASK` elements and run on the pool (or on the calling thread when
-//! the stage is small); a task walks its range in blocks (`CHUNK` elements, or
-//! `SHORT_CHUNK` when the stage streams from L3 or memory) that stay in L1
+//! the stage is small); a task walks its range in blocks (`BLOCK` elements, or
+//! `SHORT_BLOCK` when the stage streams from L3 or memory) that stay in L1
 //! while every rule of the segment runs over them, the last one straight into
 //! `x`. A task that ends in `x` with one rule, or with rules before it that
 //! keep no state (`ClipGrad`, `WeightDecay`, `SignDecay` and a norm's factor,
@@ -32,50 +32,12 @@ use crate::rules::descent::Descent;
 use crate::rules::prelude::{Before, Nothing, Prelude, WithParts};
 use crate::rules::Bound;
 use crate::shape::Shape;
+use crate::tuning::{
+    BLOCK, COPY_PIECE, INLINE_STATES, NORM_PARALLEL_MIN, PASS_PARALLEL_MIN_BYTES,
+    PREFETCH_AHEAD_BYTES, PREFETCH_MIN_BYTES, PREFETCH_SLICE, SHORT_BLOCK, SHORT_BLOCKS_MIN_BYTES,
+    TASK,
+};
 use crate::{simd, spare, threads};
-
-/// Elements per block: the gradient block lives in a stack buffer this long.
-pub(crate) const CHUNK: usize = 1024;
-/// Elements per parallel task.
-const TASK: usize = 64 * 1024;
-/// Below this many elements in a norm stage the helpers are not used at all:
-/// the sums are cheap.
-const PARALLEL_MIN: usize = 64 * 1024;
-/// Passes whose parameters alone span this many bytes stream from memory
-/// whatever the caches: they prefetch (see `process`).
-const PREFETCH_MIN_BYTES: usize = 64 << 20;
-/// Elements per block of a pass whose parameters span `SHORT_BLOCKS_MIN_BYTES`
-/// or more: shorter blocks interleave the arrays' streams more finely, which
-/// helps when they come from L3 or memory (Adam float32, timed in alternation
-/// with 1024: flat, ResNet-50 and 1,000 arrays of 1,000 7-18 % faster), but
-/// costs the per-block work again when everything sits in L1 or L2.
-const SHORT_CHUNK: usize = 256;
-const SHORT_BLOCKS_MIN_BYTES: usize = 2 << 20;
-const _: () = assert!(SHORT_CHUNK <= CHUNK, "a block must fit the stack buffer");
-/// Elements per slice of a prefetching pass.
-pub(crate) const PREFETCH_SLICE: usize = 128;
-/// How far ahead of its slice a prefetching pass asks for each array, in
-/// bytes, whatever the element type. With the hint into L2 (see
-/// `simd::prefetch`), 4 KiB ahead, against one block ahead into L1 (1 KiB
-/// float32, 2 KiB float64), timed in alternation: flat Adam 0.92-0.98x
-/// float32 and 0.93-0.94x float64, ResNet-50 0.94-0.96x and 0.80-0.82x; on the
-/// same arrays most rules 0.7-0.9x, Descent alone unchanged. 2 and 8 KiB were
-/// no better.
-const PREFETCH_AHEAD_BYTES: usize = 4096;
-/// Below this many bytes of parameters in a rules' pass the helpers are not
-/// used (bytes, not elements: a float64 element costs the Adam family's
-/// division and root about twice what a float32 one does). Handing work to a
-/// spinning helper and back costs a few microseconds on this project's VM:
-/// Adam float32 on 32,768 elements took 15 µs on one thread and 25 on two, on
-/// 65,536 30 and 21; the 7,170-element MLP in float64 12 and 21-24.
-/// Steps run back to back find the helper spinning, and then two threads did
-/// pay on that MLP for the rules with a root and a division (Adam float64
-/// 0.85x, `AdaDelta` 0.76x). But when more than `threads::SPIN` of other work
-/// comes between steps, as a training loop's forward and backward passes do,
-/// the helper has gone to sleep, and the step took twice as long on two
-/// threads (Adam 12.5 µs against 23.5 with 115 µs between steps, 15.1 against
-/// 28.1 with 0.5 ms). So the bar stays here.
-const PASS_PARALLEL_MIN_BYTES: usize = 192 << 10;
 
 /// One leaf: its parameter, its gradient, the state arrays of its program in
 /// order, and its per-leaf scalars in order. All arrays have the same length,
@@ -93,11 +55,6 @@ pub struct Job<'a, T> {
     /// (a rule's `apply`, as a chain with a Python rule needs).
     pub update: Option<&'a mut [T]>,
 }
-
-/// State arrays kept inline, with no allocation: every rule alone keeps at most
-/// three, and a step of thousands of leaves built a `Vec` for each (a tenth of
-/// a step of 4,000 one-element leaves went to `malloc` and `free`).
-const INLINE_STATES: usize = 4;
 
 /// A job's state arrays, read and written as a slice. Made by `collect()`,
 /// or from an array or a `Vec`; up to [`INLINE_STATES`] of them are kept
@@ -288,9 +245,9 @@ trait Stages {
     /// Whether `only_pass` can take this batch's step: every job is one task,
     /// and its program is one segment, or a norm of the gradient and then one
     /// segment. A task then takes its own norm, while the gradient is in
-    /// cache, and steps; no norm waits for another leaf's (1,000 arrays of
-    /// 1,000, `ClipNorm` then Adam: the stages cost 1.6-1.9x Adam alone). Only
-    /// the norms that can fail (`throw`) come first (`norms_first`).
+    /// cache, and steps; no norm waits for another leaf's. Only the
+    /// reductions that can fail or span leaves come first (`norms_first`);
+    /// one by row or column needs stages.
     fn one_pass(&self) -> bool;
     /// The norms of a one-pass step that can fail, all before any task
     /// writes: an error if one does.
@@ -572,10 +529,10 @@ impl<'a, T: Float> Wanted<'a, T> {
 /// of each `Scope::Step` reduction in job order.
 fn take_norms<T: Float>(wanted: &mut [Wanted<'_, T>]) {
     let total: usize = wanted.iter().flat_map(|w| w.of).map(<[T]>::len).sum();
-    if total >= PARALLEL_MIN && threads::num_threads() > 1 {
+    if total >= NORM_PARALLEL_MIN && threads::num_threads() > 1 {
         // One leaf's norm also runs in parallel when it is the only one
         // (`for_each` does not nest: inside it, norms run on their thread).
-        threads::for_each(wanted, |w| w.take(|len| len >= PARALLEL_MIN));
+        threads::for_each(wanted, |w| w.take(|len| len >= NORM_PARALLEL_MIN));
     } else {
         for w in wanted.iter_mut() {
             w.take(|_| false);
@@ -734,7 +691,7 @@ pub(crate) struct Task<'s, 't, T> {
     output: Output,
     /// The pass streams from memory: prefetch ahead (see `process`).
     prefetch: bool,
-    /// Elements per block: `CHUNK` or `SHORT_CHUNK`.
+    /// Elements per block: `BLOCK` or `SHORT_BLOCK`.
     block: usize,
 }
 
@@ -746,8 +703,8 @@ fn task_len<T>(total: usize) -> (bool, usize) {
     if total * std::mem::size_of::<T>() < PASS_PARALLEL_MIN_BYTES || threads < 2 {
         return (false, TASK);
     }
-    let blocks = total.div_ceil(threads * 4).div_ceil(CHUNK);
-    (true, blocks.clamp(1, TASK / CHUNK) * CHUNK)
+    let blocks = total.div_ceil(threads * 4).div_ceil(BLOCK);
+    (true, blocks.clamp(1, TASK / BLOCK) * BLOCK)
 }
 
 /// How a pass over `total` elements walks memory: whether it prefetches, and
@@ -755,9 +712,9 @@ fn task_len<T>(total: usize) -> (bool, usize) {
 pub(crate) fn memory_walk<T>(total: usize) -> (bool, usize) {
     let bytes = total * std::mem::size_of::<T>();
     let block = if bytes >= SHORT_BLOCKS_MIN_BYTES {
-        SHORT_CHUNK
+        SHORT_BLOCK
     } else {
-        CHUNK
+        BLOCK
     };
     (bytes >= PREFETCH_MIN_BYTES, block)
 }
@@ -907,9 +864,6 @@ fn run_tasks<T: Float>(tasks: &mut [Task<'_, '_, T>], parallel: bool) {
     }
 }
 
-/// Elements per piece of the block copies: one 64-byte vector of f32.
-const PIECE: usize = 16;
-
 /// `dst.copy_from_slice(src)`, by [`write_pieces`].
 #[inline(always)]
 fn copy_block<T: Copy>(dst: &mut [T], src: &[T]) {
@@ -919,10 +873,10 @@ fn copy_block<T: Copy>(dst: &mut [T], src: &[T]) {
     write_pieces(dst, src);
 }
 
-/// `src` (at most `CHUNK` elements) copied to the start of `block`, as the
+/// `src` (at most `BLOCK` elements) copied to the start of `block`, as the
 /// initialised slice it now is.
 #[inline(always)]
-fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; CHUNK], src: &[T]) -> &'b mut [T] {
+fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; BLOCK], src: &[T]) -> &'b mut [T] {
     let out = &mut block[..src.len()];
     write_pieces(out, src);
     // SAFETY: each of the `src.len()` elements of `out` was written just above,
@@ -930,10 +884,10 @@ fn load_block<'b, T: Copy>(block: &'b mut [MaybeUninit<T>; CHUNK], src: &[T]) ->
     unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<T>]>(out) as *mut [T]) }
 }
 
-/// Copy `src` into `dst` (the same length) in `PIECE`-element pieces, each a
+/// Copy `src` into `dst` (the same length) in `COPY_PIECE`-element pieces, each a
 /// fixed-size copy that compiles to one vector move: the library `memmove`
-/// took 15 % of a step of many small leaves (on AMD, `rep movsb` with
-/// page-aliased arrays), and an element-by-element remainder showed too.
+/// showed in steps of many small leaves (on AMD, `rep movsb` with
+/// page-aliased arrays), and so did an element-by-element remainder.
 #[inline(always)]
 fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
     let copy = |d: &mut [MaybeUninit<T>], s: &[T]| {
@@ -943,8 +897,8 @@ fn write_pieces<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
         // `MaybeUninit<T>` has `T`'s layout.
         unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), d.as_mut_ptr().cast::<T>(), s.len()) };
     };
-    let mut dst_pieces = dst.chunks_exact_mut(PIECE);
-    let mut src_pieces = src.chunks_exact(PIECE);
+    let mut dst_pieces = dst.chunks_exact_mut(COPY_PIECE);
+    let mut src_pieces = src.chunks_exact(COPY_PIECE);
     for (d, s) in (&mut dst_pieces).zip(&mut src_pieces) {
         copy(d, s);
     }
@@ -974,9 +928,8 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
         let Some((last, before)) = task.ops.split_last() else {
             // No rule after the norm (`ClipNorm` alone, an empty chain): the
             // update is the scaled input, subtracted in one loop as a last
-            // rule `Descent(1)` would (`d * 1` is `d`, bit for bit). Through
-            // a block, `ClipNorm` alone took 1.1-1.4x as long on the MLP, on
-            // 2^18 elements and on 1,000 arrays of 1,000.
+            // rule `Descent(1)` would (`d * 1` is `d`, bit for bit): no
+            // block in between.
             let last = BoundOp {
                 rule: Bound::Descent(Descent { eta: T::ONE }),
                 states: 0..0,
@@ -998,8 +951,8 @@ pub(crate) fn process<T: Float>(task: &mut Task<'_, '_, T>) {
         (Output::X, Some((last, body))) => (body, Some(last)),
         _ => (task.ops, None),
     };
-    // Not zeroed: a 4 KiB memset per task was 15 % of a step of tiny leaves.
-    let mut block = [MaybeUninit::<T>::uninit(); CHUNK];
+    // Not zeroed: a memset per task showed in steps of tiny leaves.
+    let mut block = [MaybeUninit::<T>::uninit(); BLOCK];
     let len = task.x.len();
     let step = task.block;
     let mut start = 0;

@@ -18,6 +18,7 @@ pub mod shape;
 pub mod simd;
 pub mod spare;
 pub mod threads;
+pub mod tuning;
 
 pub use error::KernelError;
 pub use exec::{step, Job, States};

@@ -8,12 +8,7 @@
 use crate::float::Float;
 use crate::threads;
 
-/// Elements per partial sum; fixed so that the result never depends on threads.
-const NORM_BLOCK: usize = 16 * 1024;
-/// Accumulators per block: four 512-bit vectors of f64, so that the adds of
-/// a block in cache do not wait on each other (with one vector, 8 lanes, the
-/// norm took a quarter of Adam's time in float32).
-const LANES: usize = 32;
+use crate::tuning::{NORM_BLOCK, NORM_LANES as LANES};
 
 /// ‖dx‖ₚ, computed on the calling thread or, when `parallel`, by `threads::for_each`.
 pub fn norm<T: Float>(p: f64, dx: &[T], parallel: bool) -> f64 {

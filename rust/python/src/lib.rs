@@ -118,9 +118,11 @@ impl Arith {
     }
 }
 
-/// One job as Python passes it: `(program, x, grad, states, per_leaf, update)`,
-/// `update` an output array for the update, or `None` to subtract it from `x`.
-type PyJob<'py> = (
+/// One job as Python passes it: the tuple `(program, x, grad, states,
+/// per_leaf, update)`, `update` an output array for the update, or `None` to
+/// subtract it from `x`. Read into a `PyJob` at once.
+#[derive(FromPyObject)]
+struct JobTuple<'py>(
     PyRef<'py, Program>,
     Bound<'py, PyAny>,
     Bound<'py, PyAny>,
@@ -128,6 +130,29 @@ type PyJob<'py> = (
     Vec<f64>,
     Option<Bound<'py, PyAny>>,
 );
+
+/// One job, its parts named.
+struct PyJob<'py> {
+    program: PyRef<'py, Program>,
+    x: Bound<'py, PyAny>,
+    grad: Bound<'py, PyAny>,
+    states: Vec<Bound<'py, PyAny>>,
+    per_leaf: Vec<f64>,
+    update: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> From<JobTuple<'py>> for PyJob<'py> {
+    fn from(JobTuple(program, x, grad, states, per_leaf, update): JobTuple<'py>) -> Self {
+        Self {
+            program,
+            x,
+            grad,
+            states,
+            per_leaf,
+            update,
+        }
+    }
+}
 
 struct Borrowed<'py, T: Element> {
     x: PyReadwriteArrayDyn<'py, T>,
@@ -139,7 +164,14 @@ struct Borrowed<'py, T: Element> {
 }
 
 fn borrow<'py, T: Element>(index: usize, job: PyJob<'py>) -> PyResult<Borrowed<'py, T>> {
-    let (program, x, grad, states, per_leaf, update) = job;
+    let PyJob {
+        program,
+        x,
+        grad,
+        states,
+        per_leaf,
+        update,
+    } = job;
     let array = |what: &str, a: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyArrayDyn<T>>> {
         a.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -207,19 +239,19 @@ fn kernel_jobs<'b, T: Element + Float>(
 /// Jobs may mix float32 and float64 parameters (and float16 ones, as float32
 /// buffers with a `half` program); each job's arrays share its dtype.
 #[pyfunction]
-fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
+fn step<'py>(py: Python<'py>, jobs: Vec<JobTuple<'py>>) -> PyResult<()> {
     let (mut single, mut double, mut half) = (Vec::new(), Vec::new(), Vec::new());
     let (f32_dtype, f64_dtype) = (numpy::dtype::<f32>(py), numpy::dtype::<f64>(py));
-    for (i, job) in jobs.into_iter().enumerate() {
+    for (i, job) in jobs.into_iter().map(PyJob::from).enumerate() {
         let dtype = job
-            .1
+            .x
             .cast::<numpy::PyUntypedArray>()
             .map(numpy::PyUntypedArrayMethods::dtype)
             .map_err(|_| {
                 PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
             })?;
         if dtype.is_equiv_to(&f32_dtype) {
-            let to = if job.0.element == Arith::Half {
+            let to = if job.program.element == Arith::Half {
                 &mut half
             } else {
                 &mut single
@@ -246,8 +278,9 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
         .into_iter()
         .map(kernels::Job::into_half)
         .collect();
-    py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut half))
-        .map_err(|e| errors::with_job(e, &index))
+    errors::released(py, Some(&index), || {
+        kernels::exec::step_mixed(&mut single, &mut double, &mut half)
+    })
 }
 
 /// The registered elementwise rules: `(name, hyper, per_leaf, states)` each,

@@ -457,8 +457,9 @@ impl Plan {
         }
         index.extend_from_slice(&double_index);
         spare::give::<usize, _>(double_index);
-        py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut []))
-            .map_err(|e| errors::with_job(e, &index))?;
+        errors::released(py, Some(&index), || {
+            kernels::exec::step_mixed(&mut single, &mut double, &mut [])
+        })?;
         spare::give::<kernels::Job<'static, f32>, _>(single);
         spare::give::<kernels::Job<'static, f64>, _>(double);
         let mut last: Option<Advanced> = None;

@@ -107,8 +107,8 @@ pub trait Rule<T: Float, const N: usize>: Copy {
 
     /// `x -= update`, from the gradient `g` passed through `before` (a
     /// chain's rules before this one, see `prelude`; `Nothing` for a rule
-    /// alone), in one loop: no block of updates in between (1,000 arrays of
-    /// 1,000 float32s, Adam, timed in turn with the blocks: 0.70-0.78x).
+    /// alone), in one loop: no block of updates in between, which the
+    /// chain's loads and stores would cost.
     #[inline(always)]
     fn descend<P: Before<T>>(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N], before: &P) {
         let n = x.len();
