@@ -526,3 +526,28 @@ def test_a_step_holds_the_gradients_it_reads():
     assert np.isfinite(let_go.first).all()
     np.testing.assert_array_equal(let_go.first, kept.first)
     np.testing.assert_array_equal(let_go.second, kept.second)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_norm_that_cannot_fail_after_rules_with_state_is_planned(dtype, monkeypatch):
+    """Such a norm needs no roll-back: the chain is planned, and steps with the
+    bits of the general path; one that can fail is still declined."""
+    quiet = Chain(opt.Adam(), opt.WeightDecay(), opt.ClipNorm(0.05, throw=False), opt.Descent(0.5))
+
+    def scenario():
+        rng = np.random.default_rng(3)
+        model = mlp(dtype)
+        state = opt.setup(quiet, model)
+        for _ in range(5):
+            state, model = opt.update_(state, model, grads_like(model, rng))
+        return state, model
+
+    run_both(scenario, monkeypatch)
+    monkeypatch.setattr(_plan, "enabled", True)
+    for rule, planned in [(quiet, True), (Chain(opt.Adam(), opt.ClipNorm(0.05)), False)]:
+        model = mlp(dtype)
+        state = opt.setup(rule, model)
+        rng = np.random.default_rng(4)
+        for _ in range(2):
+            state, model = opt.update_(state, model, grads_like(model, rng))
+        assert is_planned(state) == planned, rule

@@ -404,7 +404,9 @@ def test_kernel_registry_is_consistent():
     assert len(registry) == len(_core.rules()), "kernel rule names must be unique"
     for name, (hyper, per_leaf, states) in registry.items():
         assert isinstance(name, str) and name
-        assert all(isinstance(v, int) and v >= 0 for v in (hyper, per_leaf, states))
+        assert isinstance(hyper, tuple) and all(isinstance(h, str) and h for h in hyper)
+        assert len(set(hyper)) == len(hyper), f"{name} names a hyper-parameter twice"
+        assert all(isinstance(v, int) and v >= 0 for v in (per_leaf, states))
     # Every kernel rule is reached from some Python rule, and vice versa.
     used = set()
     for rule in [*examples(), o.RMSProp(centred=True), *(p.values[0] for p in RULES)]:
@@ -417,8 +419,8 @@ def test_kernel_registry_is_consistent():
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_python_rule_table_matches_kernel_registry(rule, dtype):
-    """For every kernel step of the rule: the hyper-parameter count the kernel
-    wants, and state arrays / per-leaf scalars that the Python side hands it."""
+    """For every kernel step of the rule: the hyper-parameters the kernel
+    names, and state arrays / per-leaf scalars that the Python side hands it."""
     registry = {name: (hyper, per_leaf, states) for name, hyper, per_leaf, states in _core.rules()}
     x = np.zeros((2, 3), dtype=dtype)
     for r in _kernel_rules(rule):
@@ -426,13 +428,14 @@ def test_python_rule_table_matches_kernel_registry(rule, dtype):
         steps = r._kernel(np.dtype(dtype))
         want_states = want_per_leaf = 0
         for name, hyper in steps:
-            assert all(isinstance(h, float) for h in hyper), f"{name}: {hyper!r}"
+            assert all(isinstance(h, float) for h in hyper.values()), f"{name}: {hyper!r}"
             if name == "ClipNorm":
-                assert hyper == (r.omega, r.p, float(r.throw))
+                assert hyper == {"omega": r.omega, "p": r.p, "throw": float(r.throw)}
+                assert set(hyper) == set(dict(_core.reductions())[name])
                 continue
             assert name in registry, f"{type(r).__name__} asks for unknown kernel rule {name}"
-            n_hyper, n_per_leaf, n_states = registry[name]
-            assert len(hyper) == n_hyper, f"{name} takes {n_hyper} hyper-parameters"
+            names, n_per_leaf, n_states = registry[name]
+            assert set(hyper) == set(names), f"{name} takes {names}"
             want_states += n_states
             want_per_leaf += n_per_leaf
         arrays, per_leaf = r._arrays(state), r._per_leaf(state)
@@ -444,3 +447,40 @@ def test_python_rule_table_matches_kernel_registry(rule, dtype):
         program = r._program(np.dtype(dtype))
         assert program.states == want_states
         assert program.per_leaf == want_per_leaf
+
+
+def test_kernel_program_takes_hyper_parameters_by_name_in_any_order():
+    names = ("eta", "beta1", "beta2", "epsilon", "lambda", "couple")
+    values = (1e-3, 0.9, 0.999, 1e-8, 0.1, 1.0)
+    forward = _core.Program([("AdamW", dict(zip(names, values)))], "float64")
+    backward = _core.Program([("AdamW", dict(zip(names[::-1], values[::-1])))], "float64")
+    assert repr(forward) == repr(backward)
+
+
+@pytest.mark.parametrize(
+    ("hyper", "message"),
+    [
+        ({"eta": 0.1, "beta1": 0.9, "beta2": 0.999}, 'Adam: hyper-parameter "epsilon" missing'),
+        (
+            {"eta": 0.1, "beta1": 0.9, "beta2": 0.999, "epsilom": 1e-8},
+            'Adam: unknown hyper-parameter "epsilom"',
+        ),
+    ],
+)
+def test_kernel_program_names_a_missing_or_unknown_hyper_parameter(hyper, message):
+    with pytest.raises(ValueError, match=message):
+        _core.Program([("Adam", hyper)], "float32")
+
+
+def test_kernel_reductions_are_steps_by_name():
+    """Reductions (norms, trust ratios) are named steps as rules are; only
+    one that can fail needs the state before it rolled back."""
+    assert dict(_core.reductions())["ClipNorm"] == ["omega", "p", "throw"]
+    adam = ("Adam", {"eta": 1.0, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-6})
+    trust = ("TrustRatio", {"min_norm": 0.0, "coef": 1.0, "eps": 0.0})
+    lamb = _core.Program([adam, ("WeightDecay", {"lambda": 0.01}), trust], "float64")
+    assert (lamb.states, lamb.states_before_last_norm) == (2, 0)
+    clip = ("ClipGlobalNorm", {"omega": 1.0, "p": 2.0, "throw": 1.0})
+    assert _core.Program([adam, clip], "float32").states_before_last_norm == 2
+    with pytest.raises(ValueError, match='TrustRatio: hyper-parameter "eps" missing'):
+        _core.Program([("TrustRatio", {"min_norm": 0.0, "coef": 1.0})], "float32")

@@ -14,7 +14,7 @@ list for an array, a tree of another shape, a replaced array ("stale": the
 plan is then dropped and rebuilt on the next step). Models it never plans:
 Python rules, ``MixedPrecision``, float16 or complex parameters, arrays that are
 not C-contiguous and writeable, tied parameters and views, and chains that
-would need a roll-back (``ClipNorm`` after a rule with state).
+would need a roll-back (``ClipNorm(throw=True)`` after a rule with state).
 
 A planned ``Leaf`` reads its per-leaf scalars from the plan when its ``state``
 is read; setting its ``rule``, ``state`` or ``frozen`` detaches it and retires

@@ -75,7 +75,7 @@ class _Rooted(_Moments):
     _fields = (_eta, _beta, _epsilon, _eps_root)
 
     def _hyper(self, dtype):
-        return (*super()._hyper(dtype), _cast(dtype, self.eps_root))
+        return {**super()._hyper(dtype), "eps_root": _cast(dtype, self.eps_root)}
 
 
 class AxonAdam(_Rooted):
@@ -103,7 +103,7 @@ class AxonRAdam(RAdam):
 
     def _hyper(self, dtype):
         eps_root, threshold = _cast(dtype, self.eps_root), _cast(dtype, self.threshold)
-        return (*super()._hyper(dtype), eps_root, threshold)
+        return {**super()._hyper(dtype), "eps_root": eps_root, "threshold": threshold}
 
 
 class AxonYogi(Yogi):
@@ -112,7 +112,7 @@ class AxonYogi(Yogi):
     _fields = (*Yogi._fields, _eps_root)
 
     def _hyper(self, dtype):
-        return (*_Moments._hyper(self, dtype), _cast(dtype, self.eps_root))
+        return {**_Moments._hyper(self, dtype), "eps_root": _cast(dtype, self.eps_root)}
 
 
 class AxonAdaGrad(_Rule):
@@ -130,7 +130,9 @@ class AxonAdaGrad(_Rule):
         return _full(x, _cast(x.dtype, self.initial_accumulator_value))
 
     def _kernel(self, dtype):
-        return [("AxonAdaGrad", (_cast(dtype, self.eta), _eps(dtype, self.epsilon)))]
+        return [
+            ("AxonAdaGrad", {"eta": _cast(dtype, self.eta), "epsilon": _eps(dtype, self.epsilon)})
+        ]
 
     def _arrays(self, state):
         return [state]
@@ -158,7 +160,11 @@ class AxonRMSProp(_Rule):
 
     def _kernel(self, dtype):
         kind = "AxonRMSPropCentred" if self.centred else "AxonRMSProp"
-        hyper = (_cast(dtype, self.eta), _cast(dtype, self.rho), _eps(dtype, self.epsilon))
+        hyper = {
+            "eta": _cast(dtype, self.eta),
+            "rho": _cast(dtype, self.rho),
+            "epsilon": _eps(dtype, self.epsilon),
+        }
         return [(kind, hyper)]
 
     def _arrays(self, state):
@@ -175,7 +181,7 @@ class AxonTrace(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("AxonTrace", (_cast(dtype, self.mu), float(self.nesterov)))]
+        return [("AxonTrace", {"mu": _cast(dtype, self.mu), "nesterov": float(self.nesterov)})]
 
     def _arrays(self, state):
         return [state]

@@ -191,7 +191,9 @@ class _Rule(AbstractRule):
 
     # --- how the kernel runs this rule -------------------------------------
 
-    def _kernel(self, dtype: np.dtype) -> list[tuple[str, tuple[float, ...]]]:
+    def _kernel(self, dtype: np.dtype) -> list[tuple[str, dict[str, float]]]:
+        """The kernel steps that run this rule on ``dtype``: each a registered
+        name (``_core.rules()``) and its hyper-parameters by name."""
         raise NotImplementedError
 
     def _arrays(self, state: Any) -> list[np.ndarray]:
@@ -273,7 +275,7 @@ class Descent(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("Descent", (_cast(dtype, self.eta),))]
+        return [("Descent", {"eta": _cast(dtype, self.eta)})]
 
 
 class WeightDecay(_Rule):
@@ -285,7 +287,7 @@ class WeightDecay(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("WeightDecay", (_cast(dtype, self.lambda_),))]
+        return [("WeightDecay", {"lambda": _cast(dtype, self.lambda_)})]
 
 
 class SignDecay(_Rule):
@@ -297,7 +299,7 @@ class SignDecay(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("SignDecay", (_cast(dtype, self.lambda_),))]
+        return [("SignDecay", {"lambda": _cast(dtype, self.lambda_)})]
 
 
 class ClipGrad(_Rule):
@@ -309,7 +311,7 @@ class ClipGrad(_Rule):
         return None
 
     def _kernel(self, dtype):
-        return [("ClipGrad", (_cast(dtype, self.delta),))]
+        return [("ClipGrad", {"delta": _cast(dtype, self.delta)})]
 
 
 class ClipNorm(_Rule):
@@ -330,7 +332,7 @@ class ClipNorm(_Rule):
 
     def _kernel(self, dtype):
         # ω and p stay in float64, as Julia keeps them; the factor is rounded to T.
-        return [("ClipNorm", (self.omega, self.p, float(self.throw)))]
+        return [("ClipNorm", {"omega": self.omega, "p": self.p, "throw": float(self.throw)})]
 
 
 # ---------------------------------------------------------------------------
@@ -346,7 +348,7 @@ class Momentum(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("Momentum", (_cast(dtype, self.eta), _cast(dtype, self.rho)))]
+        return [("Momentum", {"eta": _cast(dtype, self.eta), "rho": _cast(dtype, self.rho)})]
 
     def _arrays(self, state):
         return [state]
@@ -361,7 +363,7 @@ class Nesterov(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("Nesterov", (_cast(dtype, self.eta), _cast(dtype, self.rho)))]
+        return [("Nesterov", {"eta": _cast(dtype, self.eta), "rho": _cast(dtype, self.rho)})]
 
     def _arrays(self, state):
         return [state]
@@ -381,8 +383,9 @@ class Rprop(_Rule):
         return (_zeros(x), _full(x, _cast(x.dtype, self.eta)))
 
     def _kernel(self, dtype):
+        names = ("eta", "ell1", "ell2", "gamma1", "gamma2")
         values = (self.eta, *self.ell, *self.gamma)
-        return [("Rprop", tuple(_cast(dtype, v) for v in values))]
+        return [("Rprop", {n: _cast(dtype, v) for n, v in zip(names, values)})]
 
     def _arrays(self, state):
         return list(state)
@@ -412,7 +415,8 @@ class RMSProp(_Rule):
 
     def _kernel(self, dtype):
         kind = "RMSPropCentred" if self.centred else "RMSProp"
-        return [(kind, (_cast(dtype, self.eta), _cast(dtype, self.rho), _eps(dtype, self.epsilon)))]
+        hyper = {"eta": _cast(dtype, self.eta), "rho": _cast(dtype, self.rho)}
+        return [(kind, {**hyper, "epsilon": _eps(dtype, self.epsilon)})]
 
     def _arrays(self, state):
         return list(state) if self.centred else [state[0]]
@@ -433,11 +437,9 @@ class _Moments(_Rule):
         return (_zeros(x), _zeros(x), (_scalar(x.dtype, b1), _scalar(x.dtype, b2)))
 
     def _hyper(self, dtype):
-        return (
-            _cast(dtype, self.eta),
-            *(_cast(dtype, b) for b in self.beta),
-            _eps(dtype, self.epsilon),
-        )
+        b1, b2 = (_cast(dtype, b) for b in self.beta)
+        eta, eps = _cast(dtype, self.eta), _eps(dtype, self.epsilon)
+        return {"eta": eta, "beta1": b1, "beta2": b2, "epsilon": eps}
 
     def _kernel(self, dtype):
         return [(self._kernel_name, self._hyper(dtype))]
@@ -525,8 +527,8 @@ class AdamW(_Moments):
     def _hyper(self, dtype):
         # AdamW rounds ϵ plainly, without the float16 floor.
         eta, b1, b2 = (_cast(dtype, v) for v in (self.eta, *self.beta))
-        flags = (_cast(dtype, self.epsilon), _cast(dtype, self.lambda_), float(self.couple))
-        return (eta, b1, b2, *flags)
+        moments = {"eta": eta, "beta1": b1, "beta2": b2, "epsilon": _cast(dtype, self.epsilon)}
+        return {**moments, "lambda": _cast(dtype, self.lambda_), "couple": float(self.couple)}
 
 
 class AMSGrad(_Rule):
@@ -540,8 +542,9 @@ class AMSGrad(_Rule):
         return (_full(x, eps), _full(x, eps), _full(x, eps))
 
     def _kernel(self, dtype):
-        hyper = (self.eta, *self.beta)
-        return [("AMSGrad", (*(_cast(dtype, v) for v in hyper), _eps(dtype, self.epsilon)))]
+        b1, b2 = (_cast(dtype, b) for b in self.beta)
+        eta, eps = _cast(dtype, self.eta), _eps(dtype, self.epsilon)
+        return [("AMSGrad", {"eta": eta, "beta1": b1, "beta2": b2, "epsilon": eps})]
 
     def _arrays(self, state):
         return list(state)
@@ -556,7 +559,7 @@ class AdaGrad(_Rule):
         return _full(x, _cast(x.dtype, self.epsilon))
 
     def _kernel(self, dtype):
-        return [("AdaGrad", (_cast(dtype, self.eta), _eps(dtype, self.epsilon)))]
+        return [("AdaGrad", {"eta": _cast(dtype, self.eta), "epsilon": _eps(dtype, self.epsilon)})]
 
     def _arrays(self, state):
         return [state]
@@ -571,7 +574,7 @@ class AdaDelta(_Rule):
         return (_zeros(x), _zeros(x))
 
     def _kernel(self, dtype):
-        return [("AdaDelta", (_cast(dtype, self.rho), _eps(dtype, self.epsilon)))]
+        return [("AdaDelta", {"rho": _cast(dtype, self.rho), "epsilon": _eps(dtype, self.epsilon)})]
 
     def _arrays(self, state):
         return list(state)
@@ -586,7 +589,8 @@ class Lion(_Rule):
         return _zeros(x)
 
     def _kernel(self, dtype):
-        return [("Lion", tuple(_cast(dtype, v) for v in (self.eta, *self.beta)))]
+        b1, b2 = (_cast(dtype, b) for b in self.beta)
+        return [("Lion", {"eta": _cast(dtype, self.eta), "beta1": b1, "beta2": b2})]
 
     def _arrays(self, state):
         return [state]
@@ -614,7 +618,7 @@ class AccumGrad(_Rule):
         return (_zeros(x), 1)
 
     def _kernel(self, dtype):
-        return [("AccumGrad", (float(self.n),))]
+        return [("AccumGrad", {"n": float(self.n)})]
 
     def _arrays(self, state):
         return [state[0]]
@@ -819,7 +823,7 @@ class InvDecay(_Rule):
         return 0
 
     def _kernel(self, dtype):
-        return [("InvDecay", (_cast(dtype, self.gamma),))]
+        return [("InvDecay", {"gamma": _cast(dtype, self.gamma)})]
 
     def _per_leaf(self, state):
         return [float(state)]
@@ -855,7 +859,7 @@ class Yogi(_Moments):
 
     def _hyper(self, dtype):
         # The kernel's ϵᵣ, inside the root: 0 here (``optimisers.axon.yogi`` sets it).
-        return (*super()._hyper(dtype), 0.0)
+        return {**super()._hyper(dtype), "eps_root": 0.0}
 
 
 def _seed(rule: str, name: str, value: Any) -> int:
@@ -894,9 +898,9 @@ class NoisySGD(_Rule):
         return (1, _alloc.leaf_number())
 
     def _kernel(self, dtype):
-        hyper = tuple(_cast(dtype, v) for v in (self.eta, self.variance, self.gamma))
-        seed = (float(self.seed & 0xFFFFFFFF), float(self.seed >> 32))
-        return [("NoisySGD", (*hyper, *seed))]
+        hyper = {f: _cast(dtype, getattr(self, f)) for f in ("eta", "variance", "gamma")}
+        seed = {"seed_low": float(self.seed & 0xFFFFFFFF), "seed_high": float(self.seed >> 32)}
+        return [("NoisySGD", {**hyper, **seed})]
 
     def _per_leaf(self, state):
         return [float(state[0]), float(state[1])]

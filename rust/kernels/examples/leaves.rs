@@ -10,7 +10,7 @@
 //! minimum microseconds per step, and its median over the first program's. Gradients alternate in sign, so that a
 //! `WeightDecay` chain does not settle where its updates are subnormal.
 
-use optimisers_kernels::{step, threads, ClipNorm, Job, Kind, Program, Step};
+use optimisers_kernels::{step, threads, Job, Kind, Program, Reduction, Shape, Step};
 use std::time::Instant;
 
 fn rule(kind: Kind, hyper: &[f64]) -> Step {
@@ -48,6 +48,7 @@ impl Leaves {
             .zip(self.grads[which].chunks(n))
             .zip(self.m.chunks_mut(n).zip(self.v.chunks_mut(n)))
             .map(|((x, grad), (m, v))| Job {
+                shape: Shape::flat(x.len()),
                 x,
                 grad,
                 states: [m, v].into(),
@@ -73,11 +74,7 @@ fn main() {
         })
         .collect();
     let adam = || rule(Kind::Adam, &[1e-3, 0.9, 0.999, 1e-8]);
-    let clip_norm = Step::ClipNorm(ClipNorm {
-        omega: 10.0,
-        p: 2.0,
-        throw: false,
-    });
+    let clip_norm = Step::Reduce(Reduction::clip_norm(10.0, 2.0, false));
     let only = std::env::var("PROG").ok();
     let programs: Vec<(&str, Program)> = [
         ("adam", vec![adam()]),

@@ -19,12 +19,8 @@ use crate::float::Float;
 use crate::simd::{self, Isa};
 use crate::threads;
 
-/// Bytes per parallel block of [`copy`].
-const COPY_BLOCK: usize = 1 << 20;
-/// Elements per parallel task of [`roofline`], as the rule kernels use.
-const TASK: usize = 64 * 1024;
-/// Below this many elements [`roofline`] stays on the calling thread, as the rule kernels do.
-const PARALLEL_MIN: usize = 64 * 1024;
+// [`roofline`] cuts tasks and stays on the calling thread as the rule kernels do.
+use crate::tuning::{COPY_BLOCK_BYTES as COPY_BLOCK, NORM_PARALLEL_MIN as PARALLEL_MIN, TASK};
 
 fn same_length(what: &str, a: usize, b: usize) -> Result<(), KernelError> {
     if a == b {
@@ -185,7 +181,7 @@ fn roofline_task<T: Float>(isa: Isa, blocks: Blocks<'_, T>, prefetch: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::PREFETCH_SLICE;
+    use crate::tuning::PREFETCH_SLICE;
 
     #[test]
     fn copy_copies_every_byte_at_any_alignment() {

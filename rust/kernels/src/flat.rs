@@ -11,12 +11,8 @@
 use crate::error::KernelError;
 use crate::{bandwidth, threads};
 
-/// Below this many elements everything runs on the calling thread.
-pub const PARALLEL_MIN: usize = 256 * 1024;
-/// Results of at least this many bytes are written with non-temporal stores.
-const STREAM_MIN_BYTES: usize = 16 << 20;
-/// Blocks are at least this long (elements), and a multiple of it.
-const BLOCK_ALIGN: usize = 16 * 1024;
+pub use crate::tuning::FLAT_PARALLEL_MIN as PARALLEL_MIN;
+use crate::tuning::{FLAT_BLOCK_ALIGN as BLOCK_ALIGN, FLAT_STREAM_MIN_BYTES as STREAM_MIN_BYTES};
 
 /// Where a piece of the flat vector comes from.
 #[derive(Clone, Copy, Debug)]

@@ -1,137 +1,137 @@
-//! `ClipNorm(ω, p; throw)`: scale the update by `min(ω / ‖dx‖ₚ, 1)`.
+//! p-norms of arrays, as reductions (see `reduction`) take them.
 //!
-//! This is the one rule that needs the whole array before it can touch any
-//! element, so it splits a chain into stages (see `program`). The norm is summed
-//! in `f64` over fixed blocks with fixed lanes and combined in block order, so it
-//! has the same bits for any thread count and any instruction set.
+//! A norm is summed in `f64` over fixed blocks with fixed lanes and combined
+//! in block order, so it has the same bits for any thread count and any
+//! instruction set; a norm over several arrays (`partial`, `combine`) adds
+//! their parts in the order given.
 
 use crate::float::Float;
 use crate::threads;
 
-/// Elements per partial sum; fixed so that the result never depends on threads.
-const NORM_BLOCK: usize = 16 * 1024;
-/// Accumulators per block: four 512-bit vectors of f64, so that the adds of
-/// a block in cache do not wait on each other (with one vector, 8 lanes, the
-/// norm took a quarter of Adam's time in float32).
-const LANES: usize = 32;
+use crate::tuning::{NORM_BLOCK, NORM_LANES as LANES};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClipNorm {
-    /// ω, the largest norm let through.
-    pub omega: f64,
-    /// p of the p-norm: any real, including 0 (count of non-zeros) and ±∞.
-    pub p: f64,
-    /// Fail on an infinite or NaN norm instead of scaling by it.
-    pub throw: bool,
+/// ‖dx‖ₚ, computed on the calling thread or, when `parallel`, by `threads::for_each`.
+pub fn norm<T: Float>(p: f64, dx: &[T], parallel: bool) -> f64 {
+    if p == f64::INFINITY {
+        return reduce(
+            dx,
+            parallel,
+            |b| fold(b, 0.0, |a, v| max_nan(a, v.abs())),
+            max_nan,
+            0.0,
+        );
+    }
+    if p == f64::NEG_INFINITY {
+        let init = f64::INFINITY;
+        let min = reduce(
+            dx,
+            parallel,
+            |b| fold(b, init, |a, v| min_nan(a, v.abs())),
+            min_nan,
+            init,
+        );
+        return if dx.is_empty() { 0.0 } else { min };
+    }
+    if p == 0.0 {
+        let count = |b: &[T]| b.iter().filter(|v| v.to_f64() != 0.0).count() as f64;
+        return reduce(dx, parallel, count, |a, b| a + b, 0.0);
+    }
+    let power = |scale: f64| {
+        move |b: &[T]| {
+            // `v / 1.0` is `v`: without a scale, no division per element
+            // (the costliest instruction here), and the same sums.
+            match (p, scale == 1.0) {
+                (2.0, true) => crate::simd::sum_of_squares(b),
+                (2.0, false) => lane_sum(b, |v| (v / scale) * (v / scale)),
+                (1.0, true) => lane_sum(b, f64::abs),
+                (1.0, false) => lane_sum(b, |v| (v / scale).abs()),
+                (_, true) => lane_sum(b, |v| v.abs().powf(p)),
+                (_, false) => lane_sum(b, |v| (v / scale).abs().powf(p)),
+            }
+        }
+    };
+    let root = |s: f64| {
+        if p == 1.0 {
+            s
+        } else if p == 2.0 {
+            s.sqrt()
+        } else {
+            s.powf(1.0 / p)
+        }
+    };
+    let sum = |scale: f64| reduce(dx, parallel, power(scale), |a, b| a + b, 0.0);
+    if p == 2.0 {
+        // One pass; only if the squares overflow, again relative to max |dx|.
+        let plain = root(sum(1.0));
+        if plain.is_finite() || plain.is_nan() {
+            return plain;
+        }
+        let largest = extreme(dx, parallel, f64::INFINITY);
+        if !largest.is_finite() || largest == 0.0 {
+            return plain;
+        }
+        return largest * root(sum(largest));
+    }
+    if !(-1.0..=1.0).contains(&p) {
+        // As LinearAlgebra's generic p-norm: relative to max |dx| (p > 1) or
+        // min |dx| (p < -1) when the powers would overflow or vanish.
+        let scale = extreme(
+            dx,
+            parallel,
+            if p > 1.0 {
+                f64::INFINITY
+            } else {
+                f64::NEG_INFINITY
+            },
+        );
+        if scale == 0.0 || !scale.is_finite() {
+            return scale;
+        }
+        let probe = dx.len() as f64 * scale.powf(p);
+        if probe.is_finite() && probe != 0.0 {
+            return root(sum(1.0));
+        }
+        return scale * root(sum(scale));
+    }
+    root(sum(1.0))
 }
 
-impl ClipNorm {
-    /// The factor for an array of this norm, rounded to `T` as Julia's `T(min(ω / n, 1))`;
-    /// `Err(norm)` when `throw` is set and the norm is not finite.
-    pub fn factor<T: Float>(&self, norm: f64) -> Result<T, f64> {
-        if self.throw && !norm.is_finite() {
-            return Err(norm);
-        }
-        // Julia's `min` propagates NaN, Rust's would drop it.
-        let ratio = self.omega / norm;
-        let factor = if ratio.is_nan() {
-            ratio
-        } else {
-            ratio.min(1.0)
-        };
-        Ok(T::from_f64(factor))
-    }
+/// max |dx| (`p` = ∞) or min |dx| (`p` = -∞).
+fn extreme<T: Float>(dx: &[T], parallel: bool, p: f64) -> f64 {
+    norm(p, dx, parallel)
+}
 
-    /// ‖dx‖ₚ, computed on the calling thread or, when `parallel`, by `threads::for_each`.
-    pub fn norm<T: Float>(&self, dx: &[T], parallel: bool) -> f64 {
-        let p = self.p;
-        if p == f64::INFINITY {
-            return reduce(
-                dx,
-                parallel,
-                |b| fold(b, 0.0, |a, v| max_nan(a, v.abs())),
-                max_nan,
-                0.0,
-            );
-        }
-        if p == f64::NEG_INFINITY {
-            let init = f64::INFINITY;
-            let min = reduce(
-                dx,
-                parallel,
-                |b| fold(b, init, |a, v| min_nan(a, v.abs())),
-                min_nan,
-                init,
-            );
-            return if dx.is_empty() { 0.0 } else { min };
-        }
-        if p == 0.0 {
-            let count = |b: &[T]| b.iter().filter(|v| v.to_f64() != 0.0).count() as f64;
-            return reduce(dx, parallel, count, |a, b| a + b, 0.0);
-        }
-        let power = |scale: f64| {
-            move |b: &[T]| {
-                // `v / 1.0` is `v`: without a scale, no division per element
-                // (the costliest instruction here), and the same sums.
-                match (p, scale == 1.0) {
-                    (2.0, true) => crate::simd::sum_of_squares(b),
-                    (2.0, false) => lane_sum(b, |v| (v / scale) * (v / scale)),
-                    (1.0, true) => lane_sum(b, f64::abs),
-                    (1.0, false) => lane_sum(b, |v| (v / scale).abs()),
-                    (_, true) => lane_sum(b, |v| v.abs().powf(p)),
-                    (_, false) => lane_sum(b, |v| (v / scale).abs().powf(p)),
-                }
-            }
-        };
-        let root = |s: f64| {
-            if p == 1.0 {
-                s
-            } else if p == 2.0 {
-                s.sqrt()
-            } else {
-                s.powf(1.0 / p)
-            }
-        };
-        let sum = |scale: f64| reduce(dx, parallel, power(scale), |a, b| a + b, 0.0);
+/// One array's part of a norm over several: Σ|v|ᵖ for a finite `p` (in the
+/// blocks and lanes `norm` sums in), max |v| for `p` = ∞. Without `norm`'s
+/// rescaling: a sum that overflows makes the norm infinite.
+pub fn partial<T: Float>(p: f64, dx: &[T], parallel: bool) -> f64 {
+    if p == f64::INFINITY {
+        return norm(p, dx, parallel);
+    }
+    let power = move |b: &[T]| {
         if p == 2.0 {
-            // One pass; only if the squares overflow, again relative to max |dx|.
-            let plain = root(sum(1.0));
-            if plain.is_finite() || plain.is_nan() {
-                return plain;
-            }
-            let largest = self.extreme(dx, parallel, f64::INFINITY);
-            if !largest.is_finite() || largest == 0.0 {
-                return plain;
-            }
-            return largest * root(sum(largest));
+            crate::simd::sum_of_squares(b)
+        } else if p == 1.0 {
+            lane_sum(b, f64::abs)
+        } else {
+            lane_sum(b, |v| v.abs().powf(p))
         }
-        if !(-1.0..=1.0).contains(&p) {
-            // As LinearAlgebra's generic p-norm: relative to max |dx| (p > 1) or
-            // min |dx| (p < -1) when the powers would overflow or vanish.
-            let scale = self.extreme(
-                dx,
-                parallel,
-                if p > 1.0 {
-                    f64::INFINITY
-                } else {
-                    f64::NEG_INFINITY
-                },
-            );
-            if scale == 0.0 || !scale.is_finite() {
-                return scale;
-            }
-            let probe = dx.len() as f64 * scale.powf(p);
-            if probe.is_finite() && probe != 0.0 {
-                return root(sum(1.0));
-            }
-            return scale * root(sum(scale));
-        }
-        root(sum(1.0))
-    }
+    };
+    reduce(dx, parallel, power, |a, b| a + b, 0.0)
+}
 
-    /// max |dx| (`p` = ∞) or min |dx| (`p` = -∞).
-    fn extreme<T: Float>(&self, dx: &[T], parallel: bool, p: f64) -> f64 {
-        ClipNorm { p, ..*self }.norm(dx, parallel)
+/// The norm of several arrays from their `partial`s, combined in the order given.
+pub fn combine(p: f64, parts: impl IntoIterator<Item = f64>) -> f64 {
+    if p == f64::INFINITY {
+        return parts.into_iter().fold(0.0, max_nan);
+    }
+    let sum = parts.into_iter().fold(0.0, |a, b| a + b);
+    if p == 1.0 {
+        sum
+    } else if p == 2.0 {
+        sum.sqrt()
+    } else {
+        sum.powf(1.0 / p)
     }
 }
 
@@ -218,23 +218,15 @@ fn reduce<T: Float>(
 mod tests {
     use super::*;
 
-    fn clip(p: f64) -> ClipNorm {
-        ClipNorm {
-            omega: 1.0,
-            p,
-            throw: true,
-        }
-    }
-
     #[test]
     fn norms_of_a_small_vector() {
         let v = [3.0f32, -4.0, 0.0];
-        assert_eq!(clip(2.0).norm(&v, false), 5.0);
-        assert_eq!(clip(1.0).norm(&v, false), 7.0);
-        assert_eq!(clip(f64::INFINITY).norm(&v, false), 4.0);
-        assert_eq!(clip(f64::NEG_INFINITY).norm(&v, false), 0.0);
-        assert_eq!(clip(0.0).norm(&v, false), 2.0);
-        assert!((clip(3.0).norm(&v, false) - 91f64.powf(1.0 / 3.0)).abs() < 1e-12);
+        assert_eq!(norm(2.0, &v, false), 5.0);
+        assert_eq!(norm(1.0, &v, false), 7.0);
+        assert_eq!(norm(f64::INFINITY, &v, false), 4.0);
+        assert_eq!(norm(f64::NEG_INFINITY, &v, false), 0.0);
+        assert_eq!(norm(0.0, &v, false), 2.0);
+        assert!((norm(3.0, &v, false) - 91f64.powf(1.0 / 3.0)).abs() < 1e-12);
     }
 
     #[test]
@@ -243,8 +235,8 @@ mod tests {
             .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
             .collect();
         for p in [2.0, 1.0, 3.5, 0.0, f64::INFINITY, f64::NEG_INFINITY] {
-            let serial = clip(p).norm(&v, false);
-            let parallel = clip(p).norm(&v, true);
+            let serial = norm(p, &v, false);
+            let parallel = norm(p, &v, true);
             assert_eq!(serial.to_bits(), parallel.to_bits(), "p = {p}");
         }
     }
@@ -253,30 +245,24 @@ mod tests {
     fn nan_makes_every_norm_nan() {
         let v = [1.0f64, f64::NAN, -3.0];
         for p in [2.0, 1.0, 3.0, f64::INFINITY, f64::NEG_INFINITY] {
-            assert!(clip(p).norm(&v, false).is_nan(), "p = {p}");
+            assert!(norm(p, &v, false).is_nan(), "p = {p}");
         }
     }
 
     #[test]
     fn huge_values_do_not_overflow() {
         let v = [1e300f64, 1e300];
-        let n = clip(2.0).norm(&v, false);
+        let n = norm(2.0, &v, false);
         assert!((n / (1e300 * 2f64.sqrt()) - 1.0).abs() < 1e-12);
     }
 
     #[test]
-    fn factor_follows_julia() {
-        let c = ClipNorm {
-            omega: 10.0,
-            p: 2.0,
-            throw: false,
-        };
-        assert_eq!(c.factor::<f64>(5.0), Ok(1.0));
-        assert_eq!(c.factor::<f64>(20.0), Ok(0.5));
-        assert_eq!(c.factor::<f64>(0.0), Ok(1.0));
-        assert_eq!(c.factor::<f64>(f64::INFINITY), Ok(0.0));
-        assert!(c.factor::<f64>(f64::NAN).unwrap().is_nan());
-        let throwing = ClipNorm { throw: true, ..c };
-        assert!(throwing.factor::<f32>(f64::INFINITY).is_err());
+    fn parts_combine_into_the_norm_of_the_arrays_joined() {
+        let (a, b) = ([3.0f64, 0.0], [-4.0f64, 12.0, 0.0]);
+        let joined = [3.0f64, 0.0, -4.0, 12.0, 0.0];
+        for p in [2.0, 1.0, f64::INFINITY] {
+            let parts = [partial(p, &a, false), partial(p, &b, false)];
+            assert_eq!(combine(p, parts), norm(p, &joined, false), "p = {p}");
+        }
     }
 }

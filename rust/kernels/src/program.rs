@@ -2,21 +2,74 @@
 //! steps with their hyper-parameters, described once per rule and element type.
 //!
 //! For each leaf and step it is bound to that leaf's per-leaf scalars (`βᵗ`, `t`,
-//! counters) into a `Plan`: elementwise segments separated by norm reductions.
+//! counters) into a `Plan`: elementwise segments separated by reductions
+//! (see `reduction`).
 //! A segment costs one pass over memory however many rules it holds.
 
 use std::ops::Range;
 
 use crate::error::KernelError;
 use crate::float::Float;
-use crate::norm::ClipNorm;
+use crate::reduction::{self, Reduction};
 use crate::rules::{Bound, Kind};
 use crate::spare;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
+    /// A registered rule, its hyper-parameters in the order of `kind.hyper()`.
     Rule { kind: Kind, hyper: Vec<f64> },
-    ClipNorm(ClipNorm),
+    /// A reduction: the update scaled by a factor made of whole arrays' norms.
+    Reduce(Reduction),
+}
+
+impl Step {
+    /// A step from its registered name and its hyper-parameters by name, in
+    /// any order (`("Adam", [("eta", 1e-3), ("beta1", 0.9), …])`). A missing,
+    /// unknown or repeated name is an error here, when the program is made.
+    pub fn named<S: AsRef<str>>(name: &str, hyper: &[(S, f64)]) -> Result<Self, KernelError> {
+        if let Some(&(_, names)) = reduction::REGISTRY.iter().find(|(n, _)| *n == name) {
+            let values = in_order(name, names, hyper)?;
+            let reduction = Reduction::bind(name, &values).expect("every registered name binds");
+            return Ok(Step::Reduce(reduction));
+        }
+        let kind = Kind::from_name(name)
+            .ok_or_else(|| KernelError::Program(format!("no kernel for rule {name:?}")))?;
+        Ok(Step::Rule {
+            kind,
+            hyper: in_order(name, kind.hyper(), hyper)?,
+        })
+    }
+}
+
+/// The values of `given` in the order of `names` (the step `step`'s
+/// hyper-parameters): an error naming the first name that is missing,
+/// unknown or given twice.
+pub fn in_order<S: AsRef<str>>(
+    step: &str,
+    names: &[&str],
+    given: &[(S, f64)],
+) -> Result<Vec<f64>, KernelError> {
+    let fail = |what: String| {
+        KernelError::Program(format!("{step}: {what} (it takes {})", names.join(", ")))
+    };
+    for (k, (name, _)) in given.iter().enumerate() {
+        let name = name.as_ref();
+        if !names.contains(&name) {
+            return Err(fail(format!("unknown hyper-parameter {name:?}")));
+        }
+        if given[..k].iter().any(|(seen, _)| seen.as_ref() == name) {
+            return Err(fail(format!("hyper-parameter {name:?} given twice")));
+        }
+    }
+    names
+        .iter()
+        .map(
+            |&name| match given.iter().find(|(n, _)| n.as_ref() == name) {
+                Some(&(_, value)) => Ok(value),
+                None => Err(fail(format!("hyper-parameter {name:?} missing"))),
+            },
+        )
+        .collect()
 }
 
 /// Whether two leaves' per-leaf scalars have the same bits: then a program
@@ -39,16 +92,21 @@ impl Program {
         let (mut states, mut per_leaf) = (0, 0);
         for step in &steps {
             if let Step::Rule { kind, hyper } = step {
-                if hyper.len() != kind.hyper() {
+                if hyper.len() != kind.hyper().len() {
                     return Err(KernelError::Program(format!(
                         "{} takes {} hyper-parameters, got {}",
                         kind.name(),
-                        kind.hyper(),
+                        kind.hyper().len(),
                         hyper.len()
                     )));
                 }
                 states += kind.states();
                 per_leaf += kind.per_leaf();
+            }
+        }
+        for step in &steps {
+            if let Step::Reduce(r) = step {
+                r.check(states).map_err(KernelError::Program)?;
             }
         }
         Ok(Self {
@@ -75,8 +133,9 @@ impl Program {
         self.per_leaf
     }
 
-    /// How many leading state arrays may already be advanced when a norm
-    /// fails (`ClipNorm(throw = true)`): the caller snapshots these to roll back.
+    /// How many leading state arrays may already be advanced when a
+    /// reduction fails (`ClipNorm(throw = true)`): the caller snapshots these
+    /// to roll back. Reductions that cannot fail need none.
     #[must_use]
     pub fn states_before_last_norm(&self) -> usize {
         let mut before = 0;
@@ -84,7 +143,8 @@ impl Program {
         for step in &self.steps {
             match step {
                 Step::Rule { kind, .. } => seen += kind.states(),
-                Step::ClipNorm(_) => before = seen,
+                Step::Reduce(r) if r.can_fail() => before = seen,
+                Step::Reduce(_) => {}
             }
         }
         before
@@ -129,8 +189,8 @@ impl Program {
                         break;
                     }
                 }
-                Step::ClipNorm(clip) => {
-                    plans.norms.push(*clip);
+                Step::Reduce(reduction) => {
+                    plans.norms.push(*reduction);
                     plans.ends.push(plans.ops.len());
                 }
             }
@@ -170,7 +230,7 @@ pub(crate) struct Plans<T: Float> {
     ops: Vec<BoundOp<T>>,
     /// For every segment of every plan, the index in `ops` where it ends.
     ends: Vec<usize>,
-    norms: Vec<ClipNorm>,
+    norms: Vec<Reduction>,
     leaves: Vec<Plan>,
 }
 
@@ -181,7 +241,7 @@ impl<T: Float> Plans<T> {
         Self {
             ops: spare::take::<BoundOp<T>, _>(leaves),
             ends: spare::take::<usize, _>(leaves),
-            norms: spare::take::<ClipNorm, _>(0),
+            norms: spare::take::<Reduction, _>(0),
             leaves: spare::take::<Plan, _>(leaves),
         }
     }
@@ -212,13 +272,13 @@ impl<T: Float> Plans<T> {
         &self.ops[start..self.ends[plan.ends.start + k]]
     }
 
-    /// Whether any leaf's step takes a norm.
+    /// Whether any leaf's step takes a reduction.
     pub fn has_norms(&self) -> bool {
         !self.norms.is_empty()
     }
 
-    /// The norm after segment `k` of leaf `leaf`'s step, if there is one.
-    pub fn norm(&self, leaf: usize, k: usize) -> Option<&ClipNorm> {
+    /// The reduction after segment `k` of leaf `leaf`'s step, if there is one.
+    pub fn norm(&self, leaf: usize, k: usize) -> Option<&Reduction> {
         self.norms[self.leaves[leaf].norms.clone()].get(k)
     }
 }
@@ -227,7 +287,44 @@ impl<T: Float> Drop for Plans<T> {
     fn drop(&mut self) {
         spare::give::<BoundOp<T>, _>(std::mem::take(&mut self.ops));
         spare::give::<usize, _>(std::mem::take(&mut self.ends));
-        spare::give::<ClipNorm, _>(std::mem::take(&mut self.norms));
+        spare::give::<Reduction, _>(std::mem::take(&mut self.norms));
         spare::give::<Plan, _>(std::mem::take(&mut self.leaves));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_hyper_parameters_are_ordered_by_the_rules_names() {
+        let given = [("couple", 1.0), ("lambda", 0.1), ("epsilon", 1e-8)];
+        let moments = [("eta", 1e-3), ("beta2", 0.999), ("beta1", 0.9)];
+        let all: Vec<(&str, f64)> = given.iter().chain(&moments).copied().collect();
+        let step = Step::named("AdamW", &all).unwrap();
+        let want = vec![1e-3, 0.9, 0.999, 1e-8, 0.1, 1.0];
+        assert_eq!(
+            step,
+            Step::Rule {
+                kind: Kind::AdamW,
+                hyper: want
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_unknown_or_repeated_name_fails_when_the_step_is_made() {
+        let err = |hyper: &[(&str, f64)]| match Step::named("Momentum", hyper) {
+            Err(KernelError::Program(message)) => message,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(err(&[("eta", 0.1)]).contains("\"rho\" missing"));
+        assert!(err(&[("eta", 0.1), ("rho", 0.9), ("r", 1.0)])
+            .contains("unknown hyper-parameter \"r\""));
+        assert!(err(&[("eta", 0.1), ("rho", 0.9), ("eta", 1.0)]).contains("\"eta\" given twice"));
+        assert!(Step::named("Momentun", &[("eta", 0.1)]).is_err());
+        let clip = Step::named("ClipNorm", &[("p", 2.0), ("throw", 1.0), ("omega", 3.0)]);
+        let want = Reduction::clip_norm(3.0, 2.0, true);
+        assert_eq!(clip, Ok(Step::Reduce(want)));
     }
 }

@@ -139,7 +139,7 @@ pub(crate) fn sum_of_squares<T: Float>(b: &[T]) -> f64 {
 /// request per 64-byte line. Only a hint: it changes no value and cannot fault.
 /// L2, not L1: with a division and a root per element holding the core, the
 /// requests into L1 kept the arrays' streams from running ahead (see
-/// `exec::PREFETCH_AHEAD_BYTES`).
+/// `tuning::PREFETCH_AHEAD_BYTES`).
 #[inline(always)]
 pub(crate) fn prefetch<T>(data: &[T], range: &std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]

@@ -18,10 +18,7 @@ thread_local! {
     static SPARE: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Lists shorter than this are allocated afresh: small blocks come quickly
-/// from glibc's free lists, and the thread-local store costs more than it
-/// saves (a step of the 6-leaf MLP took 10 % longer when all lists went there).
-const KEEP_MIN: usize = 256;
+use crate::tuning::{SPARE_KEEP_MIN as KEEP_MIN, SPARE_PER_TYPE as PER_TYPE};
 
 /// An empty list of `A` with room for `len` items: for a long list, the
 /// allocation of the last one kept as `Kept` (`A` with `'static` lifetimes)
@@ -39,10 +36,6 @@ pub fn take<Kept: 'static, A>(len: usize) -> Vec<A> {
     list.reserve(len);
     list
 }
-
-/// Lists of one type kept at most: a step holds up to three of one type at
-/// once (the Python layer's job indices and the plans' segment ends).
-const PER_TYPE: usize = 4;
 
 /// Keep a long `list`'s allocation, emptied, as a `Kept` list (`A` with
 /// `'static` lifetimes) for the next [`take`] on this thread. At most

@@ -12,7 +12,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::KernelError;
 
@@ -55,8 +55,7 @@ pub fn set_num_threads(n: usize) -> Result<(), KernelError> {
 // ---------------------------------------------------------------------------
 // The spinning pool behind `for_each`.
 
-/// How long a helper keeps spinning for the next job before it sleeps.
-pub const SPIN: Duration = Duration::from_micros(100);
+pub use crate::tuning::SPIN;
 
 /// One `for_each` call, on the caller's stack; helpers reach it only between
 /// `Shared::inside` going up and down (see `Shared::join`). Items are dealt
@@ -402,7 +401,7 @@ mod tests {
             before();
             let mut ran_on = vec![None; 8];
             for_each(&mut ran_on, |t| {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(std::time::Duration::from_millis(2));
                 *t = Some(std::thread::current().id());
             });
             ran_on.iter().any(|t| *t != ran_on[0])
@@ -449,7 +448,7 @@ mod tests {
             set_num_threads(2).unwrap();
             let mut outer: Vec<(bool, Vec<u64>)> = (0..4).map(|i| (false, vec![i; 10])).collect();
             for_each(&mut outer, |(helped, inner)| {
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(std::time::Duration::from_millis(1));
                 if on_helper() {
                     *helped = true;
                     set_num_threads(3).unwrap();

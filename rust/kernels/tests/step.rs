@@ -3,7 +3,7 @@
 //! (one call per element or one for all, one thread or two, every instruction set).
 
 use optimisers_kernels::simd::{self, Isa};
-use optimisers_kernels::{step, threads, ClipNorm, Job, KernelError, Kind, Program, Step};
+use optimisers_kernels::{step, threads, Job, KernelError, Kind, Program, Reduction, Shape, Step};
 
 /// Plausible hyper-parameters and per-leaf scalars for each rule.
 fn sample(kind: Kind) -> (Vec<f64>, Vec<f64>) {
@@ -91,6 +91,7 @@ impl<T: optimisers_kernels::Float> Leaf<T> {
 
     fn job<'a>(&'a mut self, program: &'a Program, per_leaf: &'a [f64]) -> Job<'a, T> {
         Job {
+            shape: Shape::flat(self.x.len()),
             x: &mut self.x,
             grad: &self.grad,
             states: self.states.iter_mut().map(Vec::as_mut_slice).collect(),
@@ -112,6 +113,7 @@ impl<T: optimisers_kernels::Float> Leaf<T> {
             .chunks_mut(piece)
             .zip(self.grad.chunks(piece))
             .map(|(x, grad)| Job {
+                shape: Shape::flat(x.len()),
                 x,
                 grad,
                 states: states.iter_mut().map(|s| s.next().unwrap()).collect(),
@@ -195,6 +197,7 @@ fn every_isa_is_detected_in_order() {
 fn run(steps: Vec<Step>, x: &mut [f64], grad: &[f64], states: &mut [Vec<f64>], per_leaf: &[f64]) {
     let program = Program::new(steps).unwrap();
     let mut jobs = [Job {
+        shape: Shape::flat(x.len()),
         x,
         grad,
         states: states.iter_mut().map(Vec::as_mut_slice).collect(),
@@ -292,11 +295,7 @@ fn clip_norm_scales_to_omega_for_each_p() {
     let grad = [3.0, -4.0, 0.0];
     for (p, norm) in [(2.0, 5.0), (1.0, 7.0), (f64::INFINITY, 4.0), (0.0, 2.0)] {
         let mut x = vec![0.0; 3];
-        let clip = Step::ClipNorm(ClipNorm {
-            omega: 1.0,
-            p,
-            throw: true,
-        });
+        let clip = Step::Reduce(Reduction::clip_norm(1.0, p, true));
         run(vec![clip], &mut x, &grad, &mut [], &[]);
         close(&x, &grad.map(|g| -g / norm));
     }
@@ -307,11 +306,7 @@ fn norm_after_a_rule_and_between_rules() {
     // WeightDecay(1) turns dx into dx + x, then the norm of that is clipped to 1, then Descent(0.5).
     let steps = vec![
         rule(Kind::WeightDecay, &[1.0]),
-        Step::ClipNorm(ClipNorm {
-            omega: 1.0,
-            p: 2.0,
-            throw: true,
-        }),
+        Step::Reduce(Reduction::clip_norm(1.0, 2.0, true)),
         rule(Kind::Descent, &[0.5]),
     ];
     let mut x = vec![1.0, 1.0];
@@ -323,15 +318,11 @@ fn norm_after_a_rule_and_between_rules() {
 #[test]
 fn failing_norm_writes_no_parameter() {
     let plain = Program::new(vec![rule(Kind::Descent, &[0.1])]).unwrap();
-    let clipped = Program::new(vec![Step::ClipNorm(ClipNorm {
-        omega: 1.0,
-        p: 2.0,
-        throw: true,
-    })])
-    .unwrap();
+    let clipped = Program::new(vec![Step::Reduce(Reduction::clip_norm(1.0, 2.0, true))]).unwrap();
     let (mut a, mut b) = (vec![1.0; 4], vec![1.0; 4]);
     let mut jobs = [
         Job {
+            shape: Shape::flat(a.len()),
             x: &mut a,
             grad: &[1.0; 4],
             states: [].into(),
@@ -340,6 +331,7 @@ fn failing_norm_writes_no_parameter() {
             update: None,
         },
         Job {
+            shape: Shape::flat(b.len()),
             x: &mut b,
             grad: &[1.0, f64::NAN, 0.0, 0.0],
             states: [].into(),
@@ -374,13 +366,7 @@ fn in_place_is_x_minus_the_update<T: optimisers_kernels::Float>() {
         let (hyper, per_leaf) = sample(kind);
         (Step::Rule { kind, hyper }, per_leaf)
     };
-    let clip_norm = || {
-        Step::ClipNorm(ClipNorm {
-            omega: 0.5,
-            p: 2.0,
-            throw: false,
-        })
-    };
+    let clip_norm = || Step::Reduce(Reduction::clip_norm(0.5, 2.0, false));
     let chains = [
         (
             vec![
@@ -474,6 +460,7 @@ fn update_buffer_leaves_the_parameter() {
     let program = Program::new(vec![rule(Kind::WeightDecay, &[0.5])]).unwrap();
     let (mut x, mut out) = (vec![2.0, 4.0], vec![0.0; 2]);
     let mut jobs = [Job {
+        shape: Shape::flat(x.len()),
         x: &mut x,
         grad: &[1.0, 1.0],
         states: [].into(),
@@ -493,6 +480,7 @@ fn mismatched_jobs_are_refused() {
     let mut short = [0.0; 2];
     let mut other = [0.0; 3];
     let mut jobs = [Job {
+        shape: Shape::flat(x.len()),
         x: &mut x,
         grad: &[0.0; 3],
         states: [&mut short[..], &mut other[..]].into(),
@@ -524,6 +512,7 @@ fn streaming_passes_give_the_same_bits() {
         for start in (0..n).step_by(piece) {
             let r = start..n.min(start + piece);
             let mut job = Job {
+                shape: Shape::flat(r.len()),
                 x: &mut pieces.x[r.clone()],
                 grad: &pieces.grad[r.clone()],
                 states: pieces
@@ -547,11 +536,7 @@ fn streaming_passes_give_the_same_bits() {
 #[test]
 fn steps_keep_a_fixed_number_of_lists() {
     let program = Program::new(vec![
-        Step::ClipNorm(ClipNorm {
-            omega: 1.0,
-            p: 2.0,
-            throw: false,
-        }),
+        Step::Reduce(Reduction::clip_norm(1.0, 2.0, false)),
         rule(Kind::Adam, &[0.01, 0.9, 0.999, 1e-8]),
     ])
     .unwrap();
@@ -582,11 +567,7 @@ fn norms_in_one_pass_or_in_stages<T: optimisers_kernels::Float>() {
     let (descent, _) = program(Kind::Descent);
     for p in [2.0, 1.0, f64::INFINITY, 3.0] {
         let clipped = |throw: bool, staged: bool| {
-            let clip = Step::ClipNorm(ClipNorm {
-                omega: 0.5,
-                p,
-                throw,
-            });
+            let clip = Step::Reduce(Reduction::clip_norm(0.5, p, throw));
             let first = staged.then(|| rule(Kind::ClipGrad, &[f64::INFINITY]));
             let steps = first.into_iter().chain([clip, adam.clone()]).collect();
             Program::new(steps).unwrap()

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use optimisers_kernels::bandwidth;
 use optimisers_kernels::Float;
 
-use crate::errors::to_py;
+use crate::errors;
 
 fn contiguous(what: &str) -> impl Fn(numpy::AsSliceError) -> PyErr + '_ {
     move |e| PyValueError::new_err(format!("{what}: {e}"))
@@ -27,7 +27,7 @@ fn _copy(
 ) -> PyResult<()> {
     let d = dst.as_slice_mut().map_err(contiguous("dst"))?;
     let s = src.as_slice().map_err(contiguous("src"))?;
-    py.detach(|| bandwidth::copy(d, s, stream)).map_err(to_py)
+    errors::released(py, None, || bandwidth::copy(d, s, stream))
 }
 
 fn writeable<'py, T: Float + numpy::Element>(
@@ -55,7 +55,7 @@ fn roofline<T: Float + numpy::Element>(
     let g = g.as_slice().map_err(contiguous("g"))?;
     let m = m.as_slice_mut().map_err(contiguous("m"))?;
     let v = v.as_slice_mut().map_err(contiguous("v"))?;
-    py.detach(|| bandwidth::roofline(x, g, m, v)).map_err(to_py)
+    errors::released(py, None, || bandwidth::roofline(x, g, m, v))
 }
 
 /// Adam's memory traffic with trivial arithmetic over float32 or float64

@@ -43,3 +43,17 @@ pub fn with_job(e: KernelError, index: &[usize]) -> PyErr {
         KernelError::Program(_) => PyRuntimeError::new_err(e.to_string()),
     }
 }
+
+/// The one way a heavy call leaves Python: `work` runs with the GIL released
+/// (other Python threads run meanwhile), and its error becomes a Python
+/// exception, naming jobs by the caller's `index` when given.
+pub fn released<R: Send>(
+    py: Python<'_>,
+    index: Option<&[usize]>,
+    work: impl FnOnce() -> Result<R, KernelError> + pyo3::marker::Ungil,
+) -> PyResult<R> {
+    py.detach(work).map_err(|e| match index {
+        Some(index) => with_job(e, index),
+        None => to_py(e),
+    })
+}

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 
 use optimisers_kernels::flat::{self, Dst, Piece, Src};
 
-use crate::errors::to_py;
+use crate::errors;
 
 /// A borrowed float32 or float64 array, read-only.
 enum Readonly<'py> {
@@ -120,7 +120,7 @@ fn gather<'py>(
         });
     }
     let out = out.dst("out")?;
-    py.detach(|| flat::gather(out, &borrowed)).map_err(to_py)
+    errors::released(py, None, || flat::gather(out, &borrowed))
 }
 
 /// Copy `flat[offset : offset + part.size]` into each `(offset, part)`,
@@ -142,7 +142,7 @@ fn scatter<'py>(
         dsts.push((*offset, part.dst(&format!("part {i}"))?));
     }
     let src = flat.src("flat")?;
-    py.detach(|| flat::scatter(src, dsts)).map_err(to_py)
+    errors::released(py, None, || flat::scatter(src, dsts))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

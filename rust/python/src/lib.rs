@@ -6,6 +6,7 @@ use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use std::collections::HashMap;
 
 use optimisers_kernels as kernels;
 use optimisers_kernels::{Float, Kind, Step};
@@ -35,12 +36,13 @@ struct Program {
 
 #[pymethods]
 impl Program {
-    /// `steps`: a list of `(name, hyper)` pairs, `hyper` a tuple of floats;
-    /// `("ClipNorm", (omega, p, throw))` for a norm. `dtype`: "float32",
-    /// "float64", or "float16", whose jobs (given as float32 buffers) compute in
-    /// float16 arithmetic.
+    /// `steps`: a list of `(name, hyper)` pairs, `hyper` a dict of floats by
+    /// hyper-parameter name: a rule of `_core.rules()` or a reduction of
+    /// `_core.reductions()`, e.g. `("ClipNorm", {"omega": ω, "p": p, "throw": 0 or 1})`.
+    /// `dtype`: "float32", "float64", or "float16", whose jobs (given as
+    /// float32 buffers) compute in float16 arithmetic.
     #[new]
-    fn new(steps: Vec<(String, Vec<f64>)>, dtype: &str) -> PyResult<Self> {
+    fn new(steps: Vec<(String, HashMap<String, f64>)>, dtype: &str) -> PyResult<Self> {
         let element = match dtype {
             "float32" => Arith::Single,
             "float64" => Arith::Double,
@@ -53,15 +55,9 @@ impl Program {
         };
         let steps = steps
             .into_iter()
-            .map(|(name, hyper)| match (name.as_str(), hyper.as_slice()) {
-                ("ClipNorm", &[omega, p, throw]) => Ok(Step::ClipNorm(kernels::ClipNorm {
-                    omega,
-                    p,
-                    throw: throw != 0.0,
-                })),
-                _ => Kind::from_name(&name)
-                    .map(|kind| Step::Rule { kind, hyper })
-                    .ok_or_else(|| PyValueError::new_err(format!("no kernel for rule {name:?}"))),
+            .map(|(name, hyper)| {
+                let hyper: Vec<(String, f64)> = hyper.into_iter().collect();
+                Step::named(&name, &hyper).map_err(to_py)
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Self {
@@ -122,9 +118,11 @@ impl Arith {
     }
 }
 
-/// One job as Python passes it: `(program, x, grad, states, per_leaf, update)`,
-/// `update` an output array for the update, or `None` to subtract it from `x`.
-type PyJob<'py> = (
+/// One job as Python passes it: the tuple `(program, x, grad, states,
+/// per_leaf, update)`, `update` an output array for the update, or `None` to
+/// subtract it from `x`. Read into a `PyJob` at once.
+#[derive(FromPyObject)]
+struct JobTuple<'py>(
     PyRef<'py, Program>,
     Bound<'py, PyAny>,
     Bound<'py, PyAny>,
@@ -132,6 +130,29 @@ type PyJob<'py> = (
     Vec<f64>,
     Option<Bound<'py, PyAny>>,
 );
+
+/// One job, its parts named.
+struct PyJob<'py> {
+    program: PyRef<'py, Program>,
+    x: Bound<'py, PyAny>,
+    grad: Bound<'py, PyAny>,
+    states: Vec<Bound<'py, PyAny>>,
+    per_leaf: Vec<f64>,
+    update: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> From<JobTuple<'py>> for PyJob<'py> {
+    fn from(JobTuple(program, x, grad, states, per_leaf, update): JobTuple<'py>) -> Self {
+        Self {
+            program,
+            x,
+            grad,
+            states,
+            per_leaf,
+            update,
+        }
+    }
+}
 
 struct Borrowed<'py, T: Element> {
     x: PyReadwriteArrayDyn<'py, T>,
@@ -143,7 +164,14 @@ struct Borrowed<'py, T: Element> {
 }
 
 fn borrow<'py, T: Element>(index: usize, job: PyJob<'py>) -> PyResult<Borrowed<'py, T>> {
-    let (program, x, grad, states, per_leaf, update) = job;
+    let PyJob {
+        program,
+        x,
+        grad,
+        states,
+        per_leaf,
+        update,
+    } = job;
     let array = |what: &str, a: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyArrayDyn<T>>> {
         a.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -185,8 +213,10 @@ fn kernel_jobs<'b, T: Element + Float>(
     let mut jobs = Vec::with_capacity(borrowed.len());
     for (i, b) in borrowed.iter_mut() {
         let contiguous = |e: numpy::AsSliceError| PyValueError::new_err(format!("job {i}: {e}"));
+        let shape = kernels::Shape::of(b.x.shape());
         jobs.push(kernels::Job {
             x: b.x.as_slice_mut().map_err(contiguous)?,
+            shape,
             grad: b.grad.as_slice().map_err(contiguous)?,
             states: b
                 .states
@@ -209,19 +239,19 @@ fn kernel_jobs<'b, T: Element + Float>(
 /// Jobs may mix float32 and float64 parameters (and float16 ones, as float32
 /// buffers with a `half` program); each job's arrays share its dtype.
 #[pyfunction]
-fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
+fn step<'py>(py: Python<'py>, jobs: Vec<JobTuple<'py>>) -> PyResult<()> {
     let (mut single, mut double, mut half) = (Vec::new(), Vec::new(), Vec::new());
     let (f32_dtype, f64_dtype) = (numpy::dtype::<f32>(py), numpy::dtype::<f64>(py));
-    for (i, job) in jobs.into_iter().enumerate() {
+    for (i, job) in jobs.into_iter().map(PyJob::from).enumerate() {
         let dtype = job
-            .1
+            .x
             .cast::<numpy::PyUntypedArray>()
             .map(numpy::PyUntypedArrayMethods::dtype)
             .map_err(|_| {
                 PyTypeError::new_err(format!("job {i}: the parameter is not a NumPy array"))
             })?;
         if dtype.is_equiv_to(&f32_dtype) {
-            let to = if job.0.element == Arith::Half {
+            let to = if job.program.element == Arith::Half {
                 &mut half
             } else {
                 &mut single
@@ -248,11 +278,13 @@ fn step<'py>(py: Python<'py>, jobs: Vec<PyJob<'py>>) -> PyResult<()> {
         .into_iter()
         .map(kernels::Job::into_half)
         .collect();
-    py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut half))
-        .map_err(|e| errors::with_job(e, &index))
+    errors::released(py, Some(&index), || {
+        kernels::exec::step_mixed(&mut single, &mut double, &mut half)
+    })
 }
 
-/// The registered elementwise rules: `(name, hyper, per_leaf, states)` each.
+/// The registered elementwise rules: `(name, hyper, per_leaf, states)` each,
+/// `hyper` the names of its hyper-parameters.
 #[pyfunction]
 fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
     Kind::ALL
@@ -262,12 +294,23 @@ fn rules(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
                 py,
                 [
                     k.name().into_pyobject(py)?.into_any(),
-                    k.hyper().into_pyobject(py)?.into_any(),
+                    PyTuple::new(py, k.hyper())?.into_any(),
                     k.per_leaf().into_pyobject(py)?.into_any(),
                     k.states().into_pyobject(py)?.into_any(),
                 ],
             )
         })
+        .collect()
+}
+
+/// The registered reductions (steps that scale the update by a factor made
+/// of whole arrays' norms): `(name, hyper)` each, `hyper` the names of its
+/// hyper-parameters.
+#[pyfunction]
+fn reductions() -> Vec<(&'static str, Vec<&'static str>)> {
+    kernels::reduction::REGISTRY
+        .iter()
+        .map(|&(name, hyper)| (name, hyper.to_vec()))
         .collect()
 }
 
@@ -310,6 +353,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Program>()?;
     m.add_function(wrap_pyfunction!(step, m)?)?;
     m.add_function(wrap_pyfunction!(rules, m)?)?;
+    m.add_function(wrap_pyfunction!(reductions, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_isa, m)?)?;

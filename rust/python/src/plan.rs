@@ -452,19 +452,20 @@ impl Plan {
             let per_leaf = &self.scalars[leaf.scalars.clone()];
             match leaf.dtype {
                 Dtype::F32 => {
-                    single.push(job(leaf, grad, program, per_leaf));
+                    single.push(job(leaf, grad, program, per_leaf, py));
                     index.push(j);
                 }
                 Dtype::F64 => {
-                    double.push(job(leaf, grad, program, per_leaf));
+                    double.push(job(leaf, grad, program, per_leaf, py));
                     double_index.push(j);
                 }
             }
         }
         index.extend_from_slice(&double_index);
         spare::give::<usize, _>(double_index);
-        py.detach(|| kernels::exec::step_mixed(&mut single, &mut double, &mut []))
-            .map_err(|e| errors::with_job(e, &index))?;
+        errors::released(py, Some(&index), || {
+            kernels::exec::step_mixed(&mut single, &mut double, &mut [])
+        })?;
         spare::give::<kernels::Job<'static, f32>, _>(single);
         spare::give::<kernels::Job<'static, f64>, _>(double);
         let mut last: Option<Advanced> = None;
@@ -536,8 +537,11 @@ fn job<'a, T>(
     grad: usize,
     program: &'a kernels::Program,
     per_leaf: &'a [f64],
+    py: Python<'_>,
 ) -> kernels::Job<'a, T> {
     let n = leaf.len;
+    // The parameter's shape now (`walk` checked its size is still `n`).
+    let shape = kernels::Shape::of(dims(fields(leaf.x.array.bind(py))));
     // SAFETY: `Plan::build` checked that every buffer here is a C-contiguous,
     // aligned, writeable array of `T` with `n` elements, and that the parameter
     // and state arrays of all leaves are pairwise disjoint; `walk` checked that
@@ -557,6 +561,7 @@ fn job<'a, T>(
         };
         kernels::Job {
             x: writable(leaf.x.data),
+            shape,
             grad: if n == 0 {
                 &[]
             } else {

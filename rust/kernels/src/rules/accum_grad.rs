@@ -16,7 +16,7 @@ pub struct AccumGrad<T> {
 }
 
 impl<T: Float> Rule<T, 1> for AccumGrad<T> {
-    const HYPER: usize = 1;
+    const HYPER: &'static [&'static str] = &["n"];
     /// The counter.
     const PER_LEAF: usize = 1;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {

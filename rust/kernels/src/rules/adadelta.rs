@@ -23,7 +23,7 @@ pub struct AdaDelta<T> {
 }
 
 impl<T: Float> Rule<T, 2> for AdaDelta<T> {
-    const HYPER: usize = 2;
+    const HYPER: &'static [&'static str] = &["rho", "epsilon"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             rho: T::from_f64(h[0]),

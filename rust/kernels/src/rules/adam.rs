@@ -5,6 +5,9 @@
 use crate::float::Float;
 use crate::rules::Rule;
 
+/// The Adam family's hyper-parameters, in the order `Moments::bind` reads them.
+pub const MOMENTS: &[&str] = &["eta", "beta1", "beta2", "epsilon"];
+
 /// Hyper-parameters and bias corrections shared by the Adam family.
 #[derive(Clone, Copy, Debug)]
 pub struct Moments<T> {
@@ -78,7 +81,7 @@ pub fn advance_powers<T: Float>(h: &[f64], leaf: &mut [f64]) {
 pub struct Adam<T>(pub Moments<T>);
 
 impl<T: Float> Rule<T, 2> for Adam<T> {
-    const HYPER: usize = 4;
+    const HYPER: &'static [&'static str] = MOMENTS;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Moments::bind(h, leaf))

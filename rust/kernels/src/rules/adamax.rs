@@ -2,14 +2,14 @@
 //! `(η / (1-β₁ᵗ)) m / (u + ϵ)`. State: `m`, `u`; per leaf `βᵗ`.
 
 use crate::float::Float;
-use crate::rules::adam::{advance_powers, Moments};
+use crate::rules::adam::{advance_powers, Moments, MOMENTS};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdaMax<T>(pub Moments<T>);
 
 impl<T: Float> Rule<T, 2> for AdaMax<T> {
-    const HYPER: usize = 4;
+    const HYPER: &'static [&'static str] = MOMENTS;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Moments::bind(h, leaf))

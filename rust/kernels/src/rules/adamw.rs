@@ -16,8 +16,9 @@ pub struct AdamW<T> {
 }
 
 impl<T: Float> Rule<T, 2> for AdamW<T> {
-    /// η, β₁, β₂, ϵ, λ, couple (0 or 1).
-    const HYPER: usize = 6;
+    /// Adam's four (`MOMENTS`, read by `Moments::bind`), then λ and `couple` (0 or 1).
+    const HYPER: &'static [&'static str] =
+        &["eta", "beta1", "beta2", "epsilon", "lambda", "couple"];
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self {

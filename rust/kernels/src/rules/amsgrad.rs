@@ -2,6 +2,7 @@
 //! `η m / (√v̂ + ϵ)` (no bias correction). State: `m`, `v`, `v̂`, all initialised to ϵ.
 
 use crate::float::Float;
+use crate::rules::adam::MOMENTS;
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -15,7 +16,7 @@ pub struct AmsGrad<T> {
 }
 
 impl<T: Float> Rule<T, 3> for AmsGrad<T> {
-    const HYPER: usize = 4;
+    const HYPER: &'static [&'static str] = MOMENTS;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             eta: T::from_f64(h[0]),

@@ -23,7 +23,10 @@ use crate::float::Float;
 use crate::rules::adam::{advance_powers, Moments};
 use crate::rules::Rule;
 
-/// Adam's moments with `ϵᵣ` inside the root: `[η, β₁, β₂, ϵ, ϵᵣ]`.
+/// The hyper-parameters of Adam's moments with `ϵᵣ` inside the root.
+pub const ROOTED: &[&str] = &["eta", "beta1", "beta2", "epsilon", "eps_root"];
+
+/// Adam's moments with `ϵᵣ` inside the root.
 #[derive(Clone, Copy, Debug)]
 pub struct Rooted<T> {
     pub moments: Moments<T>,
@@ -51,7 +54,7 @@ impl<T: Float> Rooted<T> {
 pub struct AxonAdam<T>(pub Rooted<T>);
 
 impl<T: Float> Rule<T, 2> for AxonAdam<T> {
-    const HYPER: usize = 5;
+    const HYPER: &'static [&'static str] = ROOTED;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Rooted::bind(h, leaf))
@@ -71,7 +74,7 @@ impl<T: Float> Rule<T, 2> for AxonAdam<T> {
 pub struct AxonAdaBelief<T>(pub Rooted<T>);
 
 impl<T: Float> Rule<T, 2> for AxonAdaBelief<T> {
-    const HYPER: usize = 5;
+    const HYPER: &'static [&'static str] = ROOTED;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Rooted::bind(h, leaf))
@@ -99,8 +102,8 @@ pub struct AxonRAdam<T> {
 }
 
 impl<T: Float> Rule<T, 2> for AxonRAdam<T> {
-    /// `[η, β₁, β₂, ϵ, ϵᵣ, threshold]`.
-    const HYPER: usize = 6;
+    const HYPER: &'static [&'static str] =
+        &["eta", "beta1", "beta2", "epsilon", "eps_root", "threshold"];
     /// β₁ᵗ, β₂ᵗ, t.
     const PER_LEAF: usize = 3;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
@@ -142,7 +145,7 @@ pub struct AxonAdaGrad<T> {
 }
 
 impl<T: Float> Rule<T, 1> for AxonAdaGrad<T> {
-    const HYPER: usize = 2;
+    const HYPER: &'static [&'static str] = &["eta", "epsilon"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             eta: T::from_f64(h[0]),
@@ -170,6 +173,9 @@ pub struct AxonRMSProp<T> {
     pub epsilon: T,
 }
 
+/// The hyper-parameters of both `RMSProp` kernels.
+const RMSPROP: &[&str] = &["eta", "rho", "epsilon"];
+
 fn bind_rmsprop<T: Float>(h: &[f64]) -> AxonRMSProp<T> {
     AxonRMSProp {
         eta: T::from_f64(h[0]),
@@ -179,7 +185,7 @@ fn bind_rmsprop<T: Float>(h: &[f64]) -> AxonRMSProp<T> {
 }
 
 impl<T: Float> Rule<T, 1> for AxonRMSProp<T> {
-    const HYPER: usize = 3;
+    const HYPER: &'static [&'static str] = RMSPROP;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         bind_rmsprop(h)
     }
@@ -194,7 +200,7 @@ impl<T: Float> Rule<T, 1> for AxonRMSProp<T> {
 pub struct AxonRMSPropCentred<T>(pub AxonRMSProp<T>);
 
 impl<T: Float> Rule<T, 2> for AxonRMSPropCentred<T> {
-    const HYPER: usize = 3;
+    const HYPER: &'static [&'static str] = RMSPROP;
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self(bind_rmsprop(h))
     }
@@ -217,8 +223,8 @@ pub struct AxonTrace<T> {
 }
 
 impl<T: Float> Rule<T, 1> for AxonTrace<T> {
-    /// `[μ, nesterov (0 or 1)]`.
-    const HYPER: usize = 2;
+    /// `nesterov` is 0 or 1.
+    const HYPER: &'static [&'static str] = &["mu", "nesterov"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             mu: T::from_f64(h[0]),

@@ -10,7 +10,7 @@ pub struct ClipGrad<T> {
 }
 
 impl<T: Float> Rule<T, 0> for ClipGrad<T> {
-    const HYPER: usize = 1;
+    const HYPER: &'static [&'static str] = &["delta"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             delta: T::from_f64(h[0]),

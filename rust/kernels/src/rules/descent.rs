@@ -10,7 +10,7 @@ pub struct Descent<T> {
 }
 
 impl<T: Float> Rule<T, 0> for Descent<T> {
-    const HYPER: usize = 1;
+    const HYPER: &'static [&'static str] = &["eta"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             eta: T::from_f64(h[0]),

@@ -12,7 +12,7 @@ pub struct InvDecay<T> {
 }
 
 impl<T: Float> Rule<T, 0> for InvDecay<T> {
-    const HYPER: usize = 1;
+    const HYPER: &'static [&'static str] = &["gamma"];
     /// n, the steps taken so far.
     const PER_LEAF: usize = 1;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {

@@ -14,7 +14,7 @@ pub struct Lion<T> {
 }
 
 impl<T: Float> Rule<T, 1> for Lion<T> {
-    const HYPER: usize = 3;
+    const HYPER: &'static [&'static str] = &["eta", "beta1", "beta2"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             eta: T::from_f64(h[0]),

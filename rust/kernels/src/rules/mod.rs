@@ -9,8 +9,28 @@
 //! first passing each gradient through the rules before it when those keep
 //! no state (see `prelude`).
 //!
-//! Adding a rule: its own file, one line in `registry!` below, one line in the
-//! Python rule table.
+//! Adding an elementwise rule: its own file, one line in `registry!` below,
+//! and its Python class. The file holds the rule's struct and
+//! `impl Rule<T, N>` (`N` its state arrays):
+//!
+//! ```text
+//! impl<T: Float> Rule<T, 1> for Momentum<T> {
+//!     const HYPER: &'static [&'static str] = &["eta", "rho"];
+//!     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
+//!         Self { eta: T::from_f64(h[0]), rho: T::from_f64(h[1]) }
+//!     }
+//!     fn update(&self, _x: T, d: T, [v]: [&mut T; 1]) -> T { … }
+//! }
+//! ```
+//!
+//! `HYPER` names the hyper-parameters once, in the order `bind` reads them;
+//! Python's `_kernel(dtype)` passes them by name (`{"eta": …, "rho": …}`),
+//! and the program orders them by `HYPER` when it is made, refusing a
+//! missing or unknown name. The registry line is `Name => module, N;`.
+//!
+//! A step that needs whole arrays (a norm, a trust ratio, a norm over every
+//! leaf) is not a rule but a reduction: one line in `reduction::REGISTRY`
+//! and one arm in `Reduction::bind` (see `reduction`).
 //!
 //! 4K aliasing: a rule with several state arrays loads all of an element's
 //! state before it stores any. Large arrays are page-aligned alike, so `m[i]`
@@ -50,8 +70,10 @@ pub mod weight_decay;
 pub mod yogi;
 
 pub trait Rule<T: Float, const N: usize>: Copy {
-    /// How many hyper-parameters `bind` reads.
-    const HYPER: usize;
+    /// The names of the hyper-parameters `bind` reads, in the order it reads
+    /// them: a program is given them by name and orders them by this list
+    /// (see `program::in_order`), so this is the only place the order lives.
+    const HYPER: &'static [&'static str];
     /// How many per-leaf scalars (`βᵗ`, `t`, a counter) `bind` reads.
     const PER_LEAF: usize = 0;
 
@@ -89,8 +111,8 @@ pub trait Rule<T: Float, const N: usize>: Copy {
 
     /// `x -= update`, from the gradient `g` passed through `before` (a
     /// chain's rules before this one, see `prelude`; `Nothing` for a rule
-    /// alone), in one loop: no block of updates in between (1,000 arrays of
-    /// 1,000 float32s, Adam, timed in turn with the blocks: 0.70-0.78x).
+    /// alone), in one loop: no block of updates in between, which the
+    /// chain's loads and stores would cost.
     #[inline(always)]
     fn descend<P: Before<T>>(&self, x: &mut [T], g: &[T], mut state: [&mut [T]; N], before: &P) {
         let n = x.len();
@@ -175,8 +197,9 @@ macro_rules! registry {
                 Kind::ALL.iter().copied().find(|k| k.name() == name)
             }
 
+            /// The names of its hyper-parameters, in the order `bind` reads them.
             #[must_use]
-            pub fn hyper(self) -> usize {
+            pub fn hyper(self) -> &'static [&'static str] {
                 match self { $(Kind::$kind => <$rule::$rule<f64> as Rule<f64, $n>>::HYPER),* }
             }
 

@@ -12,7 +12,7 @@ pub struct Momentum<T> {
 }
 
 impl<T: Float> Rule<T, 1> for Momentum<T> {
-    const HYPER: usize = 2;
+    const HYPER: &'static [&'static str] = &["eta", "rho"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             eta: T::from_f64(h[0]),

@@ -3,7 +3,7 @@
 //! State: `m`, `v`; per leaf `βᵗ`.
 
 use crate::float::Float;
-use crate::rules::adam::{advance_powers, Moments};
+use crate::rules::adam::{advance_powers, Moments, MOMENTS};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -14,7 +14,7 @@ pub struct NAdam<T> {
 }
 
 impl<T: Float> Rule<T, 2> for NAdam<T> {
-    const HYPER: usize = 4;
+    const HYPER: &'static [&'static str] = MOMENTS;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         let moments = Moments::<T>::bind(h, leaf);

@@ -65,8 +65,8 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 }
 
 impl<T: Float> Rule<T, 0> for NoisySgd<T> {
-    /// `[η, variance, γ, seed's low 32 bits, seed's high 32 bits]`.
-    const HYPER: usize = 5;
+    /// The seed's low and high 32 bits: each exact in an `f64`.
+    const HYPER: &'static [&'static str] = &["eta", "variance", "gamma", "seed_low", "seed_high"];
     /// `[t, ℓ]`.
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {

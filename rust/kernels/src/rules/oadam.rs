@@ -3,14 +3,14 @@
 //! State: `m`, `v`, `term`; per leaf `βᵗ`.
 
 use crate::float::Float;
-use crate::rules::adam::{advance_powers, Moments};
+use crate::rules::adam::{advance_powers, Moments, MOMENTS};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
 pub struct OAdam<T>(pub Moments<T>);
 
 impl<T: Float> Rule<T, 3> for OAdam<T> {
-    const HYPER: usize = 4;
+    const HYPER: &'static [&'static str] = MOMENTS;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self(Moments::bind(h, leaf))

@@ -4,7 +4,7 @@
 //! momentum `m / (1-β₁ᵗ) * η`. State: `m`, `v`; per leaf `βᵗ` and the step `t`.
 
 use crate::float::Float;
-use crate::rules::adam::{advance_powers, Moments};
+use crate::rules::adam::{advance_powers, Moments, MOMENTS};
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -15,7 +15,7 @@ pub struct RAdam<T> {
 }
 
 impl<T: Float> Rule<T, 2> for RAdam<T> {
-    const HYPER: usize = 4;
+    const HYPER: &'static [&'static str] = MOMENTS;
     /// β₁ᵗ, β₂ᵗ, t.
     const PER_LEAF: usize = 3;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {

@@ -24,7 +24,7 @@ fn bind<T: Float>(h: &[f64]) -> RmsProp<T> {
 }
 
 impl<T: Float> Rule<T, 1> for RmsProp<T> {
-    const HYPER: usize = 3;
+    const HYPER: &'static [&'static str] = &["eta", "rho", "epsilon"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         bind(h)
     }
@@ -41,7 +41,7 @@ impl<T: Float> Rule<T, 1> for RmsProp<T> {
 pub struct RmsPropCentred<T>(pub RmsProp<T>);
 
 impl<T: Float> Rule<T, 2> for RmsPropCentred<T> {
-    const HYPER: usize = 3;
+    const HYPER: &'static [&'static str] = &["eta", "rho", "epsilon"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self(bind(h))
     }

@@ -16,7 +16,7 @@ pub struct Rprop<T> {
 
 impl<T: Float> Rule<T, 2> for Rprop<T> {
     /// η (used only by `init`), ℓ₁, ℓ₂, Γ₁, Γ₂.
-    const HYPER: usize = 5;
+    const HYPER: &'static [&'static str] = &["eta", "ell1", "ell2", "gamma1", "gamma2"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             ell: (T::from_f64(h[1]), T::from_f64(h[2])),

@@ -10,7 +10,7 @@ pub struct SignDecay<T> {
 }
 
 impl<T: Float> Rule<T, 0> for SignDecay<T> {
-    const HYPER: usize = 1;
+    const HYPER: &'static [&'static str] = &["lambda"];
     fn bind(h: &[f64], _leaf: &[f64]) -> Self {
         Self {
             lambda: T::from_f64(h[0]),

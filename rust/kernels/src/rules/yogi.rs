@@ -8,6 +8,7 @@
 
 use crate::float::Float;
 use crate::rules::adam::{advance_powers, Moments};
+use crate::rules::axon::ROOTED;
 use crate::rules::Rule;
 
 #[derive(Clone, Copy, Debug)]
@@ -18,8 +19,7 @@ pub struct Yogi<T> {
 }
 
 impl<T: Float> Rule<T, 2> for Yogi<T> {
-    /// `[η, β₁, β₂, ϵ, ϵᵣ]`.
-    const HYPER: usize = 5;
+    const HYPER: &'static [&'static str] = ROOTED;
     const PER_LEAF: usize = 2;
     fn bind(h: &[f64], leaf: &[f64]) -> Self {
         Self {
