@@ -239,7 +239,7 @@ impl<T: Float> Stages for Batch<'_, '_, T> {
                 ops: self.plans.segment(j, last),
                 // A reduction that can fail or spans leaves was taken first;
                 // any other is the task's.
-                norm: self.plans.norm(j, 0).filter(|r| !taken_first(r)).copied(),
+                norm: self.plans.norm(j, 0).filter(|r| !taken_first(r)),
                 x: &mut *job.x,
                 offset: 0,
                 grad: job.grad,

@@ -23,7 +23,9 @@ pub(crate) struct Wanted<'a, T> {
     /// Jobs of one group share a `Scope::Step` reduction: the same program
     /// (by address) and the same place in it.
     pub(crate) group: (usize, usize),
-    pub(crate) reduction: Reduction,
+    /// Borrowed from the batch's plans: a copy in every entry was a
+    /// `memcpy` per leaf and step.
+    pub(crate) reduction: &'a Reduction,
     pub(crate) of: [&'a [T]; MAX_INPUTS],
     /// The norm of each input, or its part (`Scope::Step`) until combined.
     pub(crate) norms: [f64; MAX_INPUTS],
@@ -34,7 +36,7 @@ impl<'a, T: Float> Wanted<'a, T> {
     pub(crate) fn new(
         j: usize,
         k: usize,
-        reduction: &Reduction,
+        reduction: &'a Reduction,
         job: &'a Job<'_, T>,
         update: &'a [T],
     ) -> Self {
@@ -49,7 +51,7 @@ impl<'a, T: Float> Wanted<'a, T> {
         Self {
             job: j,
             group: (std::ptr::from_ref(job.program) as usize, k),
-            reduction: *reduction,
+            reduction,
             of,
             norms: [0.0; MAX_INPUTS],
         }

@@ -19,7 +19,7 @@ use super::{prefetch_ahead, prefetch_slices, read, Output, Source};
 pub(crate) struct Task<'s, 't, T> {
     pub(crate) ops: &'s [BoundOp<T>],
     /// A reduction to take first, for `scale` (see `Stages::one_pass`).
-    pub(crate) norm: Option<Reduction>,
+    pub(crate) norm: Option<&'s Reduction>,
     pub(crate) x: &'s mut [T],
     /// The index in its leaf of the task's first element.
     pub(crate) offset: usize,
