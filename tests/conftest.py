@@ -82,6 +82,9 @@ _TABLE = [
     o.InvDecay(),
     o.Yogi(),
     o.NoisySGD(),
+    o.TrustRatio(),
+    o.Lamb(),
+    o.Lars(),
     # --- every rule at non-default settings
     o.Descent(0.5),
     o.Momentum(0.05, 0.5),
@@ -111,6 +114,11 @@ _TABLE = [
     o.InvDecay(0.5),
     o.Yogi(0.05, (0.8, 0.99), 1e-3, initial_accumulator=1e-6),
     o.NoisySGD(0.05, 0.01, 0.8, seed=2**63 + 12345),
+    # (min_norm of 3 is above the norms of the small shapes' arrays, below the large')
+    o.TrustRatio(3.0, 0.5, 1e-3),
+    o.Lamb(0.05, (0.8, 0.99), 1e-6, 0.1, min_norm=3.0),
+    o.Lars(0.05, 0.1, 0.01, 0.8),
+    o.Lars(0.05, 0.1, 0.01, 0.8, nesterov=True),
     # --- ClipNorm with every kind of p, inside chains
     *(Chain(o.ClipNorm(0.5, p), o.Momentum(0.1)) for p in (2, 1, math.inf, -math.inf, 0, 3.5)),
     # --- the chains of Optimisers.jl's test/rules.jl
@@ -147,6 +155,11 @@ _TABLE = [
     axon.sgd(0.05, momentum=0.8),
     axon.sgd(0.05, momentum=0.8, nesterov=True),
     axon.yogi(0.05, initial_accumulator_value=1e-6, b1=0.8, b2=0.99, eps=1e-3, eps_root=1e-8),
+    # (axon.lamb() is Lamb() above)
+    axon.lamb(0.05, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-10, decay=0.1, min_norm=3.0),
+    # --- trust ratios inside chains: after a rule with state, and before one
+    Chain(o.Adam(0.01), o.TrustRatio(min_norm=0.5)),
+    Chain(o.TrustRatio(coef=0.1), o.Momentum(0.1)),
     # --- noise inside a chain, before and after other rules
     Chain(o.ClipGrad(0.5), o.NoisySGD(0.1, seed=3), o.Momentum(0.1)),
     # --- empty, single and nested chains
@@ -181,9 +194,9 @@ assert len(set(_ids)) == len(_ids), "rule table ids must be unique"
 
 
 def is_clipnorm(rule) -> bool:
-    """Whether a ClipNorm or ClipGlobalNorm is anywhere in the rule (its norm
-    sums in another order)."""
-    if isinstance(rule, (o.ClipNorm, o.ClipGlobalNorm)):
+    """Whether a ClipNorm, ClipGlobalNorm or trust ratio is anywhere in the rule
+    (its norm sums in another order)."""
+    if isinstance(rule, (o.ClipNorm, o.ClipGlobalNorm, o.TrustRatio, o.Lamb, o.Lars)):
         return True
     if isinstance(rule, o.OptimiserChain):
         return any(is_clipnorm(r) for r in rule.rules)

@@ -291,6 +291,9 @@ _INIT = {
     "SkipNonFinite": _init_skip,
     "Lookahead": _init_lookahead,
     "ClipGlobalNorm": _init_none,
+    "TrustRatio": _init_none,
+    "Lamb": _init_adam_like,
+    "Lars": _init_zero,
 }
 
 
@@ -656,6 +659,40 @@ def _apply_clipnorm(rule, state, x, dx, T):
     return state, dx * T(lam)
 
 
+# Trust ratios (optax's scale_by_trust_ratio): norms and ratio in float64, the
+# ratio rounded to T, as ClipNorm's factor.
+
+
+def _trust_ratio(x, u, min_norm, coef, eps, T):
+    def φ(n):
+        return n if n > min_norm else min_norm
+
+    nx, nu = φ(clipnorm_norm(x, 2)), φ(clipnorm_norm(u, 2))
+    return T(1.0 if nx == 0 or nu == 0 else coef * nx / (nu + eps))
+
+
+def _apply_trustratio(rule, state, x, dx, T):
+    return state, dx * _trust_ratio(x, dx, rule.min_norm, rule.coef, rule.epsilon, T)
+
+
+def _apply_lamb(rule, state, x, dx, T):
+    η, β, ϵ, λ = T(rule.eta), _pair(T, rule.beta), eps_value(T, rule.epsilon), T(rule.lambda_)
+    mt, vt, βt = state
+    mt = _arr(β[0] * mt + (T(1) - β[0]) * dx, T)
+    vt = _arr(β[1] * vt + (T(1) - β[1]) * (dx * dx), T)
+    a = mt / _bias(βt[0], T) / (np.sqrt(vt / _bias(βt[1], T)) + ϵ) + λ * x
+    upd = a * _trust_ratio(x, a, rule.min_norm, 1.0, 0.0, T) * η
+    return (mt, vt, (βt[0] * β[0], βt[1] * β[1])), upd
+
+
+def _apply_lars(rule, b, x, dx, T):
+    η, λ, ρ = T(rule.eta), T(rule.lambda_), T(rule.rho)
+    a = dx + λ * x
+    u = a * _trust_ratio(x, a, 0.0, rule.coef, 0.0, T) * η
+    b = _arr(ρ * b + u, T)
+    return b, (ρ * b + u if rule.nesterov else b)
+
+
 def _apply_chain(rule, states, x, dx, T):
     new_states = []
     upd = dx
@@ -803,6 +840,9 @@ _APPLY = {
     "SkipNonFinite": _apply_skip,
     "Lookahead": _apply_lookahead,
     "ClipGlobalNorm": _apply_clipglobalnorm,
+    "TrustRatio": _apply_trustratio,
+    "Lamb": _apply_lamb,
+    "Lars": _apply_lars,
 }
 
 

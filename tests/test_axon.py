@@ -175,6 +175,35 @@ def test_yogi(eps_root):
     check(rule, step)
 
 
+@pytest.mark.parametrize(
+    ("eps_root", "min_norm"), [(0.0, 0.0), (1e-4, 0.0), (1e-4, 6.0), (0.0, 6.0)]
+)
+def test_lamb(eps_root, min_norm):
+    """min_norm 6 is above both norms (about 4.6) at the first steps."""
+    lr, b1, b2, eps, decay = 0.02, 0.8, 0.99, 1e-6, 0.3
+
+    def phi(n):
+        return n if n > min_norm else min_norm
+
+    def step(s, x, g, t):
+        m, v = moments(s, g, b1, b2)
+        mh, vh = m / (1 - b1**t), v / (1 - b2**t)
+        a = mh / (np.sqrt(vh + eps_root) + eps) + decay * x
+        nx, na = phi(np.linalg.norm(x)), phi(np.linalg.norm(a))
+        ratio = 1.0 if nx == 0 or na == 0 else nx / na
+        return (m, v), lr * ratio * a
+
+    options = {"b1": b1, "b2": b2, "eps": eps, "decay": decay, "min_norm": min_norm}
+    rule = axon.lamb(lr, eps_root=eps_root, **options)
+    assert type(rule) is (o.Lamb if eps_root == 0 else o.OptimiserChain)
+    check(rule, step)
+
+
+def test_lamb_is_lamb_at_axons_documented_defaults():
+    assert axon.lamb() == o.Lamb()
+    assert axon.lamb(0.1, decay=0.2, min_norm=1.0) == o.Lamb(0.1, lambda_=0.2, min_norm=1.0)
+
+
 def test_noisy_sgd_is_noisysgd_with_eta_the_variance():
     rule = axon.noisy_sgd(0.05, eta=0.2, gamma=0.6, seed=9)
     assert rule == o.NoisySGD(0.05, variance=0.2, gamma=0.6, seed=9)
@@ -187,6 +216,10 @@ SIGNATURES = {
     "adagrad": (1e-3, {"eps": 1e-7}),
     "adam": (1e-3, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 1e-15}),
     "adamw": (1e-3, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0, "decay": 0.0}),
+    "lamb": (
+        1e-2,
+        {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0, "decay": 0.0, "min_norm": 0.0},
+    ),
     "noisy_sgd": (1e-2, {"eta": 0.1, "gamma": 0.55, "seed": 0}),
     "radam": (
         1e-3,
@@ -234,6 +267,8 @@ def test_signatures_are_api_mds(name):
         (lambda: axon.rmsprop(initial_scale=-1.0), "initial_scale", ValueError),
         (lambda: axon.rmsprop(centered=1), "centered", TypeError),
         (lambda: axon.adamw(decay=-0.1), "decay", ValueError),
+        (lambda: axon.lamb(min_norm=-1.0), "min_norm", ValueError),
+        (lambda: axon.lamb(eps_root=-1.0), "eps_root", ValueError),
         (lambda: axon.adam(-1e-3), "learning_rate", ValueError),
         (lambda: axon.adam(b1=1.0), "b1", ValueError),
         (lambda: axon.adam(b2="0.9"), "b2", TypeError),
@@ -252,6 +287,7 @@ def test_bad_options_are_named(call, option, error):
 def test_rules_are_values():
     import pickle
 
-    for rule in (axon.rmsprop(centered=True, momentum=0.5), axon.adamw(decay=0.1)):
+    rules = (axon.rmsprop(centered=True, momentum=0.5), axon.adamw(decay=0.1))
+    for rule in (*rules, axon.lamb(eps_root=1e-4, min_norm=1.0)):
         assert pickle.loads(pickle.dumps(rule)) == rule
         assert eval(repr(rule), vars(axon) | vars(o)) == rule

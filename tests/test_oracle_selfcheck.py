@@ -183,6 +183,23 @@ class ClipGlobalNorm:
         self.omega, self.p, self.throw = float(omega), float(p), throw
 
 
+class TrustRatio:
+    def __init__(self, min_norm=0.0, coef=1.0, epsilon=0.0):
+        self.min_norm, self.coef, self.epsilon = min_norm, coef, epsilon
+
+
+class Lamb:
+    def __init__(self, eta=0.01, beta=(0.9, 0.999), epsilon=1e-8, lambda_=0.0, min_norm=0.0):
+        self.eta, self.beta, self.epsilon = eta, tuple(beta), epsilon
+        self.lambda_, self.min_norm = lambda_, min_norm
+
+
+class Lars:
+    def __init__(self, eta=0.1, lambda_=0.0, coef=0.001, rho=0.9, nesterov=False):
+        self.eta, self.lambda_, self.coef, self.rho = eta, lambda_, coef, rho
+        self.nesterov = nesterov
+
+
 def all_rules():
     return [
         Descent(),
@@ -216,6 +233,12 @@ def all_rules():
         ClipNorm(1.0, math.inf),
         ClipNorm(1.0, 3.0),
         ClipNorm(1.0, 0),
+        TrustRatio(),
+        TrustRatio(3.0, 0.5, 1e-3),
+        Lamb(),
+        Lamb(lambda_=0.1, min_norm=3.0),
+        Lars(),
+        Lars(lambda_=0.1, nesterov=True),
     ]
 
 
@@ -627,3 +650,53 @@ def test_clipglobalnorm_scales_the_whole_step():
     np.testing.assert_allclose(upd, [0.6, 0.8], rtol=1e-15)
     with pytest.raises(ValueError):
         oracle.global_clip(rule, [np.array([np.inf])])
+
+
+def test_trust_ratio_by_hand():
+    """‖x‖ = 5 and ‖g‖ = 2: the ratio 1·5/(2 + ϵ), min_norm raising a norm, and
+    a ratio of 1 when either norm (after min_norm) is 0."""
+    x, g = np.array([3.0, 4.0]), np.array([0.0, 2.0])
+
+    def update(rule, x, g):
+        return oracle.apply(rule, None, x, g)[1]
+
+    np.testing.assert_array_equal(update(TrustRatio(epsilon=0.5), x, g), [0.0, 4.0])
+    np.testing.assert_array_equal(update(TrustRatio(coef=0.5), x, g), [0.0, 2.5])
+    np.testing.assert_array_equal(update(TrustRatio(min_norm=4.0), x, g), [0.0, 2.5])
+    np.testing.assert_array_equal(update(TrustRatio(min_norm=10.0), x, g), g)
+    np.testing.assert_array_equal(update(TrustRatio(coef=0.5), 0 * x, g), g)
+    np.testing.assert_array_equal(update(TrustRatio(coef=0.5), x, 0 * g), 0 * g)
+    np.testing.assert_array_equal(update(TrustRatio(min_norm=4.0), 0 * x, g), g)  # 4/4
+    np.testing.assert_array_equal(update(TrustRatio(min_norm=1.0), 0 * x, g), [0.0, 1.0])
+
+
+def test_lamb_by_hand():
+    """At step 1 m̂ = g and v̂ = g², so with ϵ = 0, a = sign(g) + λx."""
+    x, g = np.array([3.0, 4.0]), np.array([1.0, -2.0])
+    a = np.sign(g) + 0.5 * x  # [2.5, 1]: ‖a‖ = √7.25, ‖x‖ = 5
+    rule = Lamb(0.1, epsilon=0.0, lambda_=0.5)
+    state, u = oracle.apply(rule, oracle.init(rule, x), x, g)
+    np.testing.assert_allclose(u, 0.1 * 5 / np.sqrt(7.25) * a, rtol=1e-14)
+    assert state[2] == (0.81, 0.998001)
+    # min_norm above both norms: the ratio is min_norm / min_norm
+    rule = Lamb(0.1, epsilon=0.0, lambda_=0.5, min_norm=10.0)
+    np.testing.assert_allclose(oracle.apply(rule, oracle.init(rule, x), x, g)[1], 0.1 * a)
+    # zero gradient and no decay: a = 0, a ratio of 1, no step
+    rule = Lamb(0.1)
+    assert not oracle.apply(rule, oracle.init(rule, x), x, 0 * g)[1].any()
+    # x = 0: a ratio of 1, the step η·a
+    u = oracle.apply(rule, oracle.init(rule, x), 0 * x, g)[1]
+    np.testing.assert_allclose(u, 0.1 * np.sign(g), rtol=1e-7)
+
+
+def test_lars_by_hand():
+    """a = g + λx = [1.5, 4]; u = η·coef·‖x‖/‖a‖·a; the trace b = ρb + u."""
+    x, g = np.array([3.0, 4.0]), np.array([0.0, 2.0])
+    u = 0.1 * (0.01 * 5 / np.sqrt(18.25)) * np.array([1.5, 4.0])
+    for nesterov, out in [(False, u), (True, 1.8 * u)]:
+        rule = Lars(0.1, 0.5, 0.01, 0.8, nesterov=nesterov)
+        b, got = oracle.apply(rule, oracle.init(rule, x), x, g)
+        np.testing.assert_allclose(b, u, rtol=1e-15)
+        np.testing.assert_allclose(got, out, rtol=1e-15)
+        b2, _ = oracle.apply(rule, b, x, g)
+        np.testing.assert_allclose(b2, 1.8 * u, rtol=1e-15)

@@ -104,6 +104,9 @@ RULES = [
     Chain(opt.ClipNorm(1.0), opt.AdamW(lambda_=0.1)),
     Chain(opt.AccumGrad(3), opt.NAdam()),
     Chain(opt.WeightDecay(), opt.AccumGrad(2), opt.AdaBelief(), opt.ClipGrad()),
+    opt.Lamb(lambda_=0.1),
+    opt.Lars(lambda_=0.1, nesterov=True),
+    Chain(opt.TrustRatio(min_norm=1.0), opt.Momentum()),
 ]
 
 
@@ -139,6 +142,17 @@ def test_steps_are_planned():
     b1, b2 = np.float32(0.9), np.float32(0.999)
     assert leaf.state[2] == (b1 * b1 * b1, b2 * b2 * b2)  # βᵗ starts at β
     assert type(leaf.state[2][0]) is np.float32
+
+
+@pytest.mark.parametrize("rule", [opt.Lamb(), opt.Lars()], ids=repr)
+def test_trust_ratio_rules_are_planned(rule):
+    """A model of Lamb or Lars leaves steps in the kernel's one planned call."""
+    model = mlp()
+    state = opt.setup(rule, model)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        opt.update_(state, model, grads_like(model, rng))
+        assert is_planned(state)
 
 
 def test_missing_gradients(monkeypatch):

@@ -24,9 +24,11 @@ from .rules import (
     AbstractRule,
     Descent,
     Field,
+    Lamb,
     NoisySGD,
     OptimiserChain,
     RAdam,
+    TrustRatio,
     WeightDecay,
     Yogi,
     _beta,
@@ -55,6 +57,7 @@ __all__ = [
     "adagrad",
     "adam",
     "adamw",
+    "lamb",
     "noisy_sgd",
     "radam",
     "rmsprop",
@@ -400,6 +403,34 @@ def yogi(
     if eps_root == 0:
         return Yogi(lr, _betas(b1, b2), eps, initial_accumulator=start)
     return AxonYogi(lr, _betas(b1, b2), eps, initial_accumulator=start, eps_root=eps_root)
+
+
+def lamb(
+    learning_rate: float = 1e-2,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    decay: float = 0.0,
+    min_norm: float = 0.0,
+) -> AbstractRule:
+    """LAMB: ``a = m̂ / (√(v̂ + eps_root) + eps) + decay · x``,
+    ``u = lr · φ(‖x‖) / φ(‖a‖) · a`` with ``φ(n) = n if n > min_norm else
+    min_norm`` (a ratio of 1 when either ``φ`` is 0), per array.
+
+    ``Lamb`` itself when ``eps_root`` is 0 (Axon's documented default; its code
+    passes its Adam's 1e-15); else Axon's composition ``AxonAdam(1),
+    WeightDecay(decay), TrustRatio(min_norm), Descent(lr)``, one call in the
+    kernel either way.
+    """
+    lr = _at_least_zero("learning_rate", learning_rate)
+    eps, eps_root = _at_least_zero("eps", eps), _at_least_zero("eps_root", eps_root)
+    decay, min_norm = _at_least_zero("decay", decay), _at_least_zero("min_norm", min_norm)
+    if eps_root == 0:
+        return Lamb(lr, _betas(b1, b2), eps, decay, min_norm=min_norm)
+    direction = AxonAdam(1.0, _betas(b1, b2), eps, eps_root=eps_root)
+    return OptimiserChain(direction, WeightDecay(decay), TrustRatio(min_norm), Descent(lr))
 
 
 def noisy_sgd(

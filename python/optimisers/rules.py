@@ -39,6 +39,8 @@ __all__ = [
     "ClipNorm",
     "Descent",
     "InvDecay",
+    "Lamb",
+    "Lars",
     "Lion",
     "MixedPrecision",
     "Momentum",
@@ -51,6 +53,7 @@ __all__ = [
     "RMSProp",
     "Rprop",
     "SignDecay",
+    "TrustRatio",
     "WeightDecay",
     "Yogi",
 ]
@@ -907,3 +910,98 @@ class NoisySGD(_Rule):
 
     def _with_per_leaf(self, state, values):
         return (int(values[0]), int(values[1]))
+
+
+# ---------------------------------------------------------------------------
+# Trust ratios (LAMB, LARS): a factor per array from the norms of ``x`` and of
+# the update, taken by the kernel's `TrustRatio` reduction in the same call.
+
+
+def _trust(min_norm: float, coef: float, eps: float) -> tuple[str, dict[str, float]]:
+    # Kept in float64, as ClipNorm's ω: the kernel takes the norms and the
+    # ratio in float64 and rounds the ratio to the array's dtype.
+    return ("TrustRatio", {"min_norm": min_norm, "coef": coef, "eps": eps})
+
+
+class TrustRatio(_Rule):
+    """optax's ``scale_by_trust_ratio``: the update times
+    ``coef · φ(‖x‖) / (φ(‖dx‖) + ϵ)`` (``coef``, ϵ ``epsilon``), with
+    ``φ(n) = n if n > min_norm else min_norm`` and a ratio of 1 when either
+    ``φ`` is 0. Norms are 2-norms over the whole array; the ratio is taken in
+    float64 and rounded to the array's dtype."""
+
+    _fields = (
+        Field("min_norm", 0.0, _nonneg),
+        Field("coef", 1.0, _real),
+        Field("epsilon", 0.0, _nonneg),
+    )
+
+    def init(self, x: np.ndarray) -> None:
+        return None
+
+    def _kernel(self, dtype):
+        return [_trust(self.min_norm, self.coef, self.epsilon)]
+
+
+class Lamb(_Moments):
+    """LAMB (You et al. 2019, optax's ``lamb``): Adam's moments with decays β
+    (``beta``) and ϵ (``epsilon``) give ``a = m̂ / (√v̂ + ϵ) + λ x`` (λ
+    ``lambda_``); the update is ``η · r · a`` (η ``eta``) with the trust ratio
+    ``r = φ(‖x‖) / φ(‖a‖)``, ``φ(n) = n if n > min_norm else min_norm``, 1 when
+    either ``φ`` is 0. State as ``Adam``: ``(m, v, (β₁ᵗ, β₂ᵗ))``.
+
+    One kernel program: ``Adam(1, β, ϵ)``, ``WeightDecay(λ)``, the trust ratio,
+    ``Descent(η)``.
+    """
+
+    _fields = (
+        Field("eta", 0.01, _nonneg),
+        _beta,
+        _epsilon,
+        Field("lambda_", 0.0, _real),
+        Field("min_norm", 0.0, _nonneg, keyword_only=True),
+    )
+
+    def _kernel(self, dtype):
+        direction = {**self._hyper(dtype), "eta": 1.0}
+        return [
+            ("Adam", direction),
+            ("WeightDecay", {"lambda": _cast(dtype, self.lambda_)}),
+            _trust(self.min_norm, 1.0, 0.0),
+            ("Descent", {"eta": _cast(dtype, self.eta)}),
+        ]
+
+
+class Lars(_Rule):
+    """LARS (You et al. 2017) as optax's ``lars``: ``a = dx + λ x`` (λ
+    ``lambda_``), scaled by the trust ratio ``coef · ‖x‖ / ‖a‖`` (1 when either
+    norm is 0) and by η (``eta``), then momentum ρ (``rho``) as optax's
+    ``trace``: ``b = ρ b + u``, update ``b``, or ``ρ b + u`` with ``nesterov``.
+    State ``b``.
+
+    One kernel program: ``WeightDecay(λ)``, the trust ratio, ``Descent(η)``,
+    the trace.
+    """
+
+    _fields = (
+        Field("eta", 0.1, _nonneg),
+        Field("lambda_", 0.0, _real),
+        Field("coef", 0.001, _real),
+        Field("rho", 0.9, _real),
+        Field("nesterov", False, _flag, keyword_only=True),
+    )
+
+    def init(self, x):
+        return _zeros(x)
+
+    def _kernel(self, dtype):
+        trace = {"mu": _cast(dtype, self.rho), "nesterov": float(self.nesterov)}
+        return [
+            ("WeightDecay", {"lambda": _cast(dtype, self.lambda_)}),
+            _trust(0.0, self.coef, 0.0),
+            ("Descent", {"eta": _cast(dtype, self.eta)}),
+            ("AxonTrace", trace),
+        ]
+
+    def _arrays(self, state):
+        return [state]

@@ -61,9 +61,13 @@ pub fn norm<T: Float>(p: f64, dx: &[T], parallel: bool) -> f64 {
     };
     let sum = |scale: f64| reduce(dx, parallel, power(scale), |a, b| a + b, 0.0);
     if p == 2.0 {
-        // One pass; only if the squares overflow, again relative to max |dx|.
-        let plain = root(sum(1.0));
-        if plain.is_finite() || plain.is_nan() {
+        // One pass; only if the squares overflow, or may have underflowed
+        // (a sum below 2⁻⁹⁷⁰, where subnormal squares lose digits that
+        // matter: a trust ratio of tiny `x` is tiny, not 1), again relative
+        // to max |dx|, as LinearAlgebra's.
+        let squares = sum(1.0);
+        let plain = root(squares);
+        if plain.is_nan() || (plain.is_finite() && squares >= f64::MIN_POSITIVE / f64::EPSILON) {
             return plain;
         }
         let largest = extreme(dx, parallel, f64::INFINITY);
@@ -247,6 +251,15 @@ mod tests {
         for p in [2.0, 1.0, 3.0, f64::INFINITY, f64::NEG_INFINITY] {
             assert!(norm(p, &v, false).is_nan(), "p = {p}");
         }
+    }
+
+    #[test]
+    fn tiny_values_do_not_underflow() {
+        let tiny = [3e-170_f64, -4e-170];
+        assert!((norm(2.0, &tiny, false) / 5e-170 - 1.0).abs() < 1e-15);
+        let subnormal = [3e-310_f64, 4e-310];
+        assert!((norm(2.0, &subnormal, false) / 5e-310 - 1.0).abs() < 1e-12);
+        assert_eq!(norm(2.0, &[0.0_f64; 5], false), 0.0);
     }
 
     #[test]

@@ -292,6 +292,19 @@ mod tests {
         assert_eq!(trust.factor::<f64>(&[3.0, 6.0]), Ok(0.5));
         assert_eq!(trust.factor::<f64>(&[0.0, 6.0]), Ok(1.0));
         assert_eq!(trust.factor::<f64>(&[3.0, 0.0]), Ok(1.0));
+        // 1, not `coef`, when a norm is 0; `min_norm` lifts both norms (a
+        // zero one too); ϵ is added to the update's norm only.
+        let scaled = |h: &[f64], norms: &[f64]| {
+            let trust = Reduction::bind("TrustRatio", h).unwrap();
+            trust.factor::<f64>(norms).unwrap()
+        };
+        assert_eq!(scaled(&[0.0, 0.5, 0.0], &[0.0, 6.0]), 1.0);
+        assert_eq!(scaled(&[4.0, 1.0, 0.0], &[5.0, 2.0]), 1.25);
+        assert_eq!(scaled(&[4.0, 1.0, 0.0], &[0.0, 2.0]), 1.0);
+        assert_eq!(scaled(&[1.0, 1.0, 0.0], &[0.0, 0.5]), 1.0);
+        assert_eq!(scaled(&[1.0, 1.0, 0.0], &[0.0, 2.0]), 0.5);
+        assert_eq!(scaled(&[0.0, 1.0, 0.5], &[5.0, 2.0]), 2.0);
+        assert_eq!(scaled(&[0.0, 0.5, 0.5], &[5.0, 0.0]), 1.0);
     }
 
     #[test]
